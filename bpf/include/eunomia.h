@@ -1,0 +1,100 @@
+/* Common definitions for every Eunomia tracer (BCC C).
+ *
+ * Rules for tracers: read kernel data only from tracepoint arguments (BCC builds their
+ * layout from tracefs at run time, so it is exact) and BPF helpers; never dereference
+ * kernel structs, whose layout the installed headers may not match.
+ *
+ * Every event struct starts with `struct eunomia_header hdr;`. The runtime passes:
+ *   EUNOMIA_RINGBUF_PAGES        ring buffer size in pages
+ *   EUNOMIA_FILTER_PID           tgid to keep, 0 for all
+ *   EUNOMIA_FILTER_COMM_SET/_LO/_HI   comm to keep, as two little-endian u64 words
+ *   EUNOMIA_EVENT_SIZE/_STRUCT   the event size its spec implies (checked below)
+ */
+#ifndef EUNOMIA_H
+#define EUNOMIA_H
+
+#include <uapi/linux/ptrace.h>
+
+#ifndef EUNOMIA_RINGBUF_PAGES
+#define EUNOMIA_RINGBUF_PAGES 256
+#endif
+#ifndef EUNOMIA_FILTER_PID
+#define EUNOMIA_FILTER_PID 0
+#endif
+#ifndef EUNOMIA_FILTER_COMM_SET
+#define EUNOMIA_FILTER_COMM_SET 0
+#define EUNOMIA_FILTER_COMM_LO 0ULL
+#define EUNOMIA_FILTER_COMM_HI 0ULL
+#endif
+
+struct eunomia_header {
+    u64 ts;          /* bpf_ktime_get_ns(); user space converts to ns since the epoch */
+    u64 cgroup_id;   /* cgroup v2 id = inode of the cgroup directory */
+    u32 pid;         /* tgid */
+    u32 tid;
+    u32 uid;
+    u32 gid;
+    char comm[16];
+};
+
+BPF_RINGBUF_OUTPUT(events, EUNOMIA_RINGBUF_PAGES);
+/* Events lost in the kernel: ring buffer full (reservation failed) or a map full. */
+BPF_PERCPU_ARRAY(eunomia_drops, u64, 1);
+/* The agent's own processes (supervisor, workers and whatever they fork). */
+BPF_HASH(eunomia_agent_pids, u32, u8, 4096);
+
+static __always_inline void eunomia_count_drop(void)
+{
+    int zero = 0;
+    u64 *count = eunomia_drops.lookup(&zero);
+    if (count)
+        (*count)++;
+}
+
+/* 1 if the current task must be ignored: the agent itself, or outside the pid/comm filter. */
+static __always_inline int eunomia_skip_current(void)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (eunomia_agent_pids.lookup(&tgid))
+        return 1;
+    if (EUNOMIA_FILTER_PID && tgid != EUNOMIA_FILTER_PID)
+        return 1;
+    if (EUNOMIA_FILTER_COMM_SET) {
+        u64 comm[2] = {};
+        bpf_get_current_comm(&comm, sizeof(comm));
+        if (comm[0] != EUNOMIA_FILTER_COMM_LO || comm[1] != EUNOMIA_FILTER_COMM_HI)
+            return 1;
+    }
+    return 0;
+}
+
+static __always_inline void eunomia_fill_header(struct eunomia_header *h)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 uid_gid = bpf_get_current_uid_gid();
+    h->ts = bpf_ktime_get_ns();
+    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->uid = (u32)uid_gid;
+    h->gid = uid_gid >> 32;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* Agent bookkeeping: children of agent processes are agent processes. */
+static __always_inline void eunomia_on_fork(u32 child_pid)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (eunomia_agent_pids.lookup(&tgid)) {
+        u8 one = 1;
+        eunomia_agent_pids.update(&child_pid, &one);
+    }
+}
+
+static __always_inline void eunomia_on_exit(void)
+{
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    eunomia_agent_pids.delete(&tid);
+}
+
+#endif /* EUNOMIA_H */

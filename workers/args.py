@@ -1,0 +1,133 @@
+"""Tracer arguments: from an API dict or bcc-style flags to validated values and ``-D`` macros.
+
+Values never reach C as text: ints and bools become numbers, and a ``comm`` filter is
+packed into two 64-bit integers that the program compares with the task's comm.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from workers.spec import Parameter, TracerSpec
+
+COMM_LEN = 16  # TASK_COMM_LEN
+
+COMMON_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter(name="pid", type="int", flag="-p", define="EUNOMIA_FILTER_PID", default=0, minimum=0,
+              maximum=4194304, description="only trace this process (thread group id); 0 traces all"),
+    Parameter(name="comm", type="comm", flag="-n", define="EUNOMIA_FILTER_COMM", default="",
+              description="only trace tasks whose comm is exactly this (at most 15 characters)"),
+    Parameter(name="ringbuf_pages", type="int", define="EUNOMIA_RINGBUF_PAGES", default=256, minimum=1,
+              maximum=65536, power_of_two=True, description="ring buffer size in pages (a power of two)"),
+)
+
+
+class ArgsError(ValueError):
+    """Arguments that do not fit the tracer's parameters; the message names the parameter."""
+
+
+def parameters(spec: TracerSpec) -> list[Parameter]:
+    return list(COMMON_PARAMETERS) + list(spec.parameters)
+
+
+def _coerce(param: Parameter, value: Any) -> int | bool | str:
+    where = f"parameter {param.name!r}"
+    if param.type == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ArgsError(f"{where}: expected true or false, got {value!r}")
+    if param.type == "int":
+        if isinstance(value, bool):
+            raise ArgsError(f"{where}: expected an integer, got {value!r}")
+        try:
+            number = int(value, 0) if isinstance(value, str) else int(value)
+        except (TypeError, ValueError):
+            raise ArgsError(f"{where}: expected an integer, got {value!r}") from None
+        if isinstance(value, float) and value != number:
+            raise ArgsError(f"{where}: expected an integer, got {value!r}")
+        if param.minimum is not None and number < param.minimum:
+            raise ArgsError(f"{where}: {number} is below the minimum {param.minimum}")
+        if param.maximum is not None and number > param.maximum:
+            raise ArgsError(f"{where}: {number} is above the maximum {param.maximum}")
+        if param.power_of_two and number & (number - 1):
+            raise ArgsError(f"{where}: {number} is not a power of two")
+        return number
+    if not isinstance(value, str):
+        raise ArgsError(f"{where}: expected a process name, got {value!r}")
+    raw = value.encode()
+    if len(raw) >= COMM_LEN or b"\0" in raw:
+        raise ArgsError(f"{where}: {value!r} is not a comm (at most {COMM_LEN - 1} bytes, no NUL)")
+    return value
+
+
+def parse_flags(spec: TracerSpec, argv: list[str]) -> dict[str, Any]:
+    """bcc-style flags (``["-p", "42", "-x"]``, or Eunomia's ``["-p 42"]``) → raw values by name."""
+    by_flag: dict[str, Parameter] = {}
+    for param in parameters(spec):
+        by_flag[param.long_flag] = param
+        if param.flag:
+            by_flag[param.flag] = param
+    tokens = [tok for item in argv for tok in shlex.split(str(item))]
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        flag, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
+        param = by_flag.get(flag)
+        if param is None:
+            known = ", ".join(sorted(by_flag))
+            raise ArgsError(f"unknown option {flag!r} for tracer {spec.name} (known: {known})")
+        if param.type == "bool" and not eq:
+            values[param.name] = True
+            i += 1
+            continue
+        if eq:
+            values[param.name] = inline
+            i += 1
+            continue
+        if i + 1 >= len(tokens):
+            raise ArgsError(f"option {flag} ({param.name}) needs a value")
+        values[param.name] = tokens[i + 1]
+        i += 2
+    return values
+
+
+def resolve(spec: TracerSpec, given: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Validated values for every parameter, defaults filled in."""
+    raw = parse_flags(spec, given) if isinstance(given, list) else dict(given or {})
+    known = {p.name: p for p in parameters(spec)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ArgsError(f"unknown parameter(s) {unknown} for tracer {spec.name} (known: {sorted(known)})")
+    values: dict[str, Any] = {}
+    for name, param in known.items():
+        if name in raw and raw[name] is not None:
+            values[name] = _coerce(param, raw[name])
+        elif param.default is not None:
+            values[name] = _coerce(param, param.default)
+        else:
+            values[name] = False if param.type == "bool" else 0 if param.type == "int" else ""
+    return values
+
+
+def pack_comm(comm: str) -> tuple[int, int]:
+    """A comm as the two little-endian u64 words the kernel's NUL-padded comm[16] holds."""
+    raw = comm.encode().ljust(COMM_LEN, b"\0")
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+
+def defines(spec: TracerSpec, values: dict[str, Any]) -> list[str]:
+    """``-D`` flags for the compiler; every value is a number."""
+    flags = []
+    for param in parameters(spec):
+        value = values[param.name]
+        if param.type == "comm":
+            lo, hi = pack_comm(value)
+            flags += [f"-D{param.define}_SET={int(bool(value))}",
+                      f"-D{param.define}_LO={lo:#x}ULL", f"-D{param.define}_HI={hi:#x}ULL"]
+        else:
+            flags.append(f"-D{param.define}={int(value)}")
+    return flags

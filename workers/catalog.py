@@ -1,0 +1,91 @@
+"""Where tracers come from: folders under the tracer search path, one tracer each."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workers import args as tracer_args
+from workers.ctypes_layout import HEADER_FIELDS, layout
+from workers.plan import WorkerPlan
+from workers.spec import SPEC_FILE, SpecError, TracerSpec, load_spec
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILTIN_DIR = REPO_ROOT / "bpf"
+INCLUDE_DIR = BUILTIN_DIR / "include"
+
+
+def default_search_path() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("EUNOMIA_TRACER_PATH", "").split(":") if p]
+    return [BUILTIN_DIR, *extra]
+
+
+@dataclass(frozen=True, slots=True)
+class Tracer:
+    spec: TracerSpec
+    folder: Path
+    builtin: bool
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def event_columns(self) -> list[str]:
+        fields = self.spec.event.fields if self.spec.event else []
+        return [name for name, _ in HEADER_FIELDS] + [f.name for f in fields]
+
+    def plan(self, instance: str, given: dict[str, Any] | list[str] | None, **runtime: Any) -> WorkerPlan:
+        """Validate arguments and resolve everything the worker needs (raises ArgsError)."""
+        values = tracer_args.resolve(self.spec, given)
+        cflags = tracer_args.defines(self.spec, values)
+        event = self.spec.event.model_dump() if self.spec.event else None
+        if self.spec.event is not None:
+            fields = [(f.name, f.type) for f in self.spec.event.fields]
+            size = layout(fields, leading=HEADER_FIELDS).size
+            cflags += [f"-DEUNOMIA_EVENT_SIZE={size}", f"-DEUNOMIA_EVENT_STRUCT={self.spec.event.struct}"]
+        return WorkerPlan(
+            instance=instance,
+            tracer=self.name,
+            folder=str(self.folder),
+            program=str(self.folder / self.spec.program),
+            include_dirs=[str(INCLUDE_DIR), str(self.folder)],
+            cflags=cflags,
+            probes=[{"kind": p.kind, "target": p.target} for p in self.spec.probes],
+            event=event,
+            metrics=[m.model_dump() for m in self.spec.metrics],
+            hook=str(self.folder / self.spec.hook) if self.spec.hook else None,
+            values=values,
+            **runtime,
+        )
+
+
+@dataclass(slots=True)
+class Catalog:
+    tracers: dict[str, Tracer]
+    errors: dict[str, SpecError]  # folder → why it could not be loaded
+
+    @classmethod
+    def discover(cls, search_path: list[Path] | None = None) -> Catalog:
+        tracers: dict[str, Tracer] = {}
+        errors: dict[str, SpecError] = {}
+        for root in search_path if search_path is not None else default_search_path():
+            if not root.is_dir():
+                continue
+            for folder in sorted(p for p in root.iterdir() if (p / SPEC_FILE).is_file()):
+                try:
+                    spec = load_spec(folder)
+                except SpecError as exc:
+                    errors[str(folder)] = exc
+                    continue
+                if spec.name in tracers:  # the first folder on the path wins
+                    continue
+                tracers[spec.name] = Tracer(spec, folder, builtin=root == BUILTIN_DIR)
+        return cls(tracers, errors)
+
+    def get(self, name: str) -> Tracer:
+        try:
+            return self.tracers[name]
+        except KeyError:
+            raise KeyError(f"no tracer named {name!r} (known: {', '.join(sorted(self.tracers)) or 'none'})") from None

@@ -1,0 +1,129 @@
+"""Compile a tracer with BCC and attach it, turning every failure into a clear report.
+
+BCC prints compiler diagnostics and the verifier log on the C stderr, so stderr is
+captured at the file-descriptor level while compiling and loading; the relevant lines
+travel back to the supervisor and from there to the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workers.plan import WorkerPlan
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+LOG_TAIL_LINES = 40
+
+# BCC rewrites map syntax (``m.lookup()``) and generates tracepoint argument structs only in
+# the main file, never in included headers. So the common header is inlined before the
+# program (its ``#include "eunomia.h"`` then hits the include guard) and the epilogue,
+# with the agent-tracking probes and the event layout check, after it.
+PROLOGUE = "eunomia.h"
+EPILOGUE = "eunomia_epilogue.c"
+
+
+@dataclass(slots=True)
+class LoadError(Exception):
+    """Why a tracer could not be loaded. ``kind``: spec, tracepoint, compile, verifier, attach."""
+
+    kind: str
+    message: str
+    log: str = ""
+    permanent: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+def tracefs() -> Path | None:
+    for path in TRACEFS_CANDIDATES:
+        if (path / "events").is_dir():
+            return path
+    return None
+
+
+def missing_tracepoints(targets: list[str], root: Path | None = None) -> list[str]:
+    root = root or tracefs()
+    if root is None:
+        return list(targets)
+    return [t for t in targets if not (root / "events" / t.replace(":", "/")).is_dir()]
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Redirect fd 2 into a temporary file; the list receives its text afterwards."""
+    out: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            out.append(text)
+            if text:
+                os.write(2, text.encode())  # keep it in the worker's log as well
+
+
+def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _classify(exc: Exception, log: str) -> LoadError:
+    text = str(exc)
+    if "Failed to compile BPF" in text or re.search(r"\berror:", log):
+        errors = [ln for ln in log.splitlines() if "error:" in ln or "warning:" not in ln]
+        return LoadError("compile", "the program does not compile", _tail("\n".join(errors) or log))
+    if "Failed to load BPF program" in text or "processed" in log or "invalid" in log:
+        lines = log.strip().splitlines()
+        reason = next((ln for ln in reversed(lines) if ln and not ln.startswith(("processed", "verification time",
+                                                                                "stack depth"))), text)
+        return LoadError("verifier", f"the kernel verifier rejected the program: {reason.strip()}", _tail(log))
+    if "Failed to attach" in text:
+        return LoadError("attach", text, _tail(log))
+    return LoadError("load", text, _tail(log), permanent=False)
+
+
+def _find_include(plan: WorkerPlan, name: str) -> Path:
+    for folder in plan.include_dirs:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    raise LoadError("load", f"{name} not found in {plan.include_dirs}")
+
+
+def assemble_source(plan: WorkerPlan) -> str:
+    parts = [_find_include(plan, PROLOGUE), Path(plan.program), _find_include(plan, EPILOGUE)]
+    return "".join(f'#line 1 "{path.name}"\n{path.read_text()}\n' for path in parts)
+
+
+def load(plan: WorkerPlan) -> Any:
+    """Return the loaded and attached ``bcc.BPF`` object, or raise :class:`LoadError`."""
+    unsupported = [p for p in plan.probes if p["kind"] != "tracepoint"]
+    if unsupported:
+        raise LoadError("spec", f"{unsupported[0]['kind']} probes are not supported by this version yet")
+    missing = missing_tracepoints([p["target"] for p in plan.probes])
+    if missing:
+        raise LoadError("tracepoint", f"tracepoint(s) not available on this kernel: {', '.join(missing)}")
+    from bcc import BPF  # imported late: it is the heaviest import of the worker
+
+    source = assemble_source(plan)
+    cflags = [*plan.cflags, *(f"-I{d}" for d in plan.include_dirs), "-Wno-macro-redefined"]
+    failure: Exception | None = None
+    with captured_stderr() as log:
+        try:
+            bpf = BPF(text=source, cflags=cflags)
+        except Exception as exc:  # BCC raises plain Exception for everything
+            failure = exc
+    if failure is not None:
+        raise _classify(failure, log[0])
+    return bpf

@@ -1,0 +1,41 @@
+"""Everything a worker process needs, resolved by the supervisor before spawning it.
+
+Stdlib only on purpose: the worker receives the plan as msgpack on its stdin and
+never imports the spec parser (pydantic, YAML), which keeps its memory small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class WorkerPlan:
+    instance: str
+    tracer: str
+    folder: str
+    program: str
+    include_dirs: list[str]
+    cflags: list[str]
+    probes: list[dict[str, str]]  # {"kind": "tracepoint", "target": "sched:sched_process_exec"}
+    event: dict[str, Any] | None  # {"struct", "ringbuf", "fields": [...]} as in the spec
+    metrics: list[dict[str, Any]]
+    hook: str | None
+    values: dict[str, Any]  # the validated tracer arguments
+    events_endpoint: str
+    control_endpoint: str
+    supervisor_pid: int
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 10.0
+    batch_max: int = 4096
+    batch_interval: float = 0.05
+    metrics_interval: float = 10.0
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerPlan:
+        return cls(**data)

@@ -1,0 +1,234 @@
+"""The worker process: load one tracer, drain its ring buffer and maps, batch, send.
+
+The ring-buffer callback only copies bytes; decoding happens per batch. Sending never
+blocks (a frame that does not fit the IPC queue is dropped and counted), so a slow
+supervisor can never stall the reader. The worker dies with its supervisor: a
+parent-death signal, plus its own check of the supervisor's heartbeats.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import os
+import signal
+import time
+from typing import Any
+
+import zmq
+
+from ipc.channels import DroppingSender, connect_worker
+from ipc.envelope import FrameError, FrameType, decode, encode, encode_events
+from ipc.runtime_dir import Endpoints
+from workers.decoder import EventDecoder, monotonic_to_epoch_offset
+from workers.hooks import Hook, load_hook
+from workers.loader import LoadError, load
+from workers.metrics_reader import MetricsReader
+from workers.plan import WorkerPlan
+
+EXIT_OK = 0
+EXIT_LOST_SUPERVISOR = 3
+EXIT_PERMANENT = 78  # EX_CONFIG: the supervisor must not restart us
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent(expected_parent: int) -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != expected_parent:  # the parent died before prctl took effect
+        os._exit(EXIT_LOST_SUPERVISOR)
+
+
+def memory_kib() -> dict[str, int]:
+    wanted = {"Rss:": "rss_kib", "Pss:": "pss_kib", "Private_Clean:": "private_clean_kib",
+              "Private_Dirty:": "private_dirty_kib"}
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/smaps_rollup") as fh:
+            for line in fh:
+                key, _, rest = line.partition(" ")
+                if key in wanted:
+                    out[wanted[key]] = int(rest.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+class Worker:
+    def __init__(self, plan: WorkerPlan) -> None:
+        self.plan = plan
+        self.ctx = zmq.Context(1)
+        data, self.control = connect_worker(
+            self.ctx, Endpoints(plan.events_endpoint, plan.control_endpoint), plan.instance)
+        self.sender = DroppingSender(data)
+        self.stopping = False
+        self.raw: list[bytes] = []
+        self.produced = 0  # records read from the ring buffer
+        self.sent = 0  # events handed to the IPC queue
+        self.hook_dropped = 0  # events the hook chose to drop or failed on
+        self.hook: Hook | None = None
+        self.decoder: EventDecoder | None = None
+        self.metrics: MetricsReader | None = None
+        self.bpf: Any = None
+        self.seq = 0
+        self.last_supervisor_hb = time.monotonic()
+
+    # -- control channel -------------------------------------------------------------
+    def _send_control(self, type_: FrameType, payload: dict[str, Any] | None = None) -> None:
+        try:
+            self.control.send(encode(type_, self.plan.instance, payload), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the supervisor is not reading; heartbeats will tell it (or not) later
+
+    def _drain_control(self) -> None:
+        while self.control.poll(0):
+            try:
+                frame = decode(self.control.recv(zmq.NOBLOCK))
+            except (FrameError, zmq.Again):
+                continue
+            if frame.type is FrameType.HEARTBEAT:
+                self.last_supervisor_hb = time.monotonic()
+            elif frame.type is FrameType.STOP:
+                self.stopping = True
+
+    def stats(self) -> dict[str, Any]:
+        kernel = 0
+        if self.bpf is not None:
+            kernel = sum(int(v) for v in self.bpf["eunomia_drops"][0])
+        return {
+            "produced": self.produced,
+            "sent": self.sent,
+            "hook_dropped": self.hook_dropped,
+            "ipc_dropped": self.sender.items_dropped,
+            "kernel_dropped": kernel,
+            "hook_errors": self.hook.errors if self.hook else 0,
+            "hook_last_error": self.hook.last_error if self.hook else "",
+            "cpu_seconds": sum(os.times()[:2]),
+            **memory_kib(),
+        }
+
+    # -- loading ---------------------------------------------------------------------
+    def _load(self) -> None:
+        self.bpf = load(self.plan)
+        self._seed_agent_pids()
+        if self.plan.event is not None:
+            self.decoder = EventDecoder(self.plan.event)
+            self.bpf[self.plan.event["ringbuf"]].open_ring_buffer(self._on_record)
+        if self.plan.metrics:
+            self.metrics = MetricsReader(self.bpf, self.plan.metrics)
+        if self.plan.hook:
+            try:
+                self.hook = Hook(load_hook(self.plan.hook))
+                if self.hook.on_start:
+                    self.hook.on_start(dict(self.plan.values))
+            except Exception as exc:
+                raise LoadError("hook", f"the hook failed to start: {exc.__class__.__name__}: {exc}") from exc
+
+    def _seed_agent_pids(self) -> None:
+        """The supervisor and everything it runs; later forks are added by the program."""
+        import psutil
+
+        pids = {os.getpid(), self.plan.supervisor_pid}
+        try:
+            pids.update(p.pid for p in psutil.Process(self.plan.supervisor_pid).children(recursive=True))
+        except psutil.Error:
+            pass
+        table = self.bpf["eunomia_agent_pids"]
+        for pid in pids:
+            table[table.Key(pid)] = table.Leaf(1)
+
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+        self.raw.append(ctypes.string_at(data, size))
+
+    # -- sending ---------------------------------------------------------------------
+    def _flush(self) -> None:
+        if not self.raw or self.decoder is None:
+            return
+        raw, self.raw = self.raw, []
+        self.produced += len(raw)
+        rows = [self.decoder.decode(r) for r in raw]
+        if self.hook is not None:
+            kept = self.hook.apply(self.decoder.columns, rows)
+            self.hook_dropped += len(rows) - len(kept)
+            rows = kept
+        for start in range(0, len(rows), self.plan.batch_max):
+            chunk = rows[start:start + self.plan.batch_max]
+            self.seq += 1
+            if self.sender.send(encode_events(self.plan.instance, self.seq, self.decoder.columns, chunk), len(chunk)):
+                self.sent += len(chunk)
+
+    def _send_metrics(self) -> None:
+        if self.metrics is None:
+            return
+        samples = self.metrics.read()
+        self.sender.send(encode(FrameType.METRICS, self.plan.instance,
+                                {"ts": time.time_ns(), "samples": samples}), 0)
+
+    # -- main loop -------------------------------------------------------------------
+    def run(self) -> int:
+        self._send_control(FrameType.HELLO, {"pid": os.getpid()})
+        try:
+            self._load()
+        except LoadError as exc:
+            self._send_control(FrameType.ERROR, {"kind": exc.kind, "message": exc.message, "log": exc.log,
+                                                 "permanent": exc.permanent})
+            self._close()
+            return EXIT_PERMANENT if exc.permanent else 1
+        _libc.malloc_trim(0)  # give back what the compiler used
+        self._send_control(FrameType.READY, {"pid": os.getpid(), "probes": self.plan.probes,
+                                             "columns": self.decoder.columns if self.decoder else []})
+        plan = self.plan
+        now = time.monotonic()
+        next_flush = now + plan.batch_interval
+        next_hb = now
+        next_metrics = now + plan.metrics_interval
+        next_clock = now + 60
+        poll_ms = max(1, int(plan.batch_interval * 1000))
+        exit_code = EXIT_OK
+        while not self.stopping:
+            if self.decoder is not None:
+                self.bpf.ring_buffer_poll(poll_ms)
+            else:
+                time.sleep(plan.batch_interval)
+            now = time.monotonic()
+            if len(self.raw) >= plan.batch_max or now >= next_flush:
+                self._flush()
+                next_flush = now + plan.batch_interval
+            self._drain_control()
+            if now >= next_hb:
+                self._send_control(FrameType.HEARTBEAT, self.stats())
+                next_hb = now + plan.heartbeat_interval
+            if now >= next_metrics:
+                self._send_metrics()
+                next_metrics = now + plan.metrics_interval
+            if now >= next_clock and self.decoder is not None:
+                self.decoder.offset_ns = monotonic_to_epoch_offset()  # follow clock steps
+                next_clock = now + 60
+            if now - self.last_supervisor_hb > plan.heartbeat_timeout:
+                exit_code = EXIT_LOST_SUPERVISOR
+                break
+        if self.decoder is not None:
+            self.bpf.ring_buffer_consume()
+        self._flush()
+        self._send_metrics()
+        self._send_control(FrameType.HEARTBEAT, {**self.stats(), "final": True})
+        self._close()
+        return exit_code
+
+    def _close(self) -> None:
+        self.sender.socket.close(linger=1000)
+        self.control.close(linger=1000)
+        self.ctx.term()
+
+
+def run_worker(plan: WorkerPlan) -> int:
+    die_with_parent(plan.supervisor_pid)
+    faulthandler.enable()
+    worker = Worker(plan)
+
+    def request_stop(_sig: int, _frame: Any) -> None:
+        worker.stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return worker.run()

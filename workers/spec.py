@@ -1,0 +1,254 @@
+"""The declarative tracer spec (``tracer.yaml``) and its validation.
+
+A tracer is a folder: ``tracer.yaml`` + ``program.bpf.c`` (+ optional ``hook.py``).
+Built-in tracers and users' own ones use exactly this format. Everything is checked
+here, before anything is compiled, and every error names the file and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workers.ctypes_layout import HEADER_NAMES, TypeError_, parse_type
+
+SPEC_FILE = "tracer.yaml"
+_IDENT = r"^[a-z][a-z0-9_]*$"
+_C_MACRO = r"^[A-Z][A-Z0-9_]*$"
+_TRACEPOINT = re.compile(r"^[a-z0-9_]+:[a-zA-Z0-9_]+$")
+#: Names the runtime adds to every event; spec fields may not reuse them.
+RESERVED_FIELD_NAMES = HEADER_NAMES | {"tracer", "instance", "event_id"}
+
+
+class SpecError(ValueError):
+    """A tracer spec that is not valid; ``problems`` lists 'where: what' strings."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Probe(_Model):
+    """Where the program attaches. Only stable ABIs: tracepoints, uprobes, perf events."""
+
+    tracepoint: str | None = None
+    uprobe: str | None = None
+    perf_event: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Probe:
+        given = [k for k in ("tracepoint", "uprobe", "perf_event") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("a probe names exactly one of tracepoint, uprobe, perf_event")
+        if self.tracepoint and not _TRACEPOINT.match(self.tracepoint):
+            raise ValueError(f"tracepoint {self.tracepoint!r} must look like 'category:name'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "tracepoint" if self.tracepoint else "uprobe" if self.uprobe else "perf_event"
+
+    @property
+    def target(self) -> str:
+        return self.tracepoint or self.uprobe or self.perf_event or ""
+
+
+class Parameter(_Model):
+    """A tracer option. It reaches the program only as a numeric ``-D`` macro."""
+
+    name: Annotated[str, Field(pattern=_IDENT)]
+    type: Literal["int", "bool", "comm"]
+    define: Annotated[str, Field(pattern=_C_MACRO)]
+    description: str
+    flag: Annotated[str | None, Field(pattern=r"^-[a-zA-Z]$")] = None
+    default: int | bool | str | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    power_of_two: bool = False
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> Parameter:
+        if self.type == "bool" and self.default is not None and not isinstance(self.default, bool):
+            raise ValueError(f"parameter {self.name}: default of a bool must be true or false")
+        if self.type == "int" and self.default is not None and (
+            isinstance(self.default, bool) or not isinstance(self.default, int)
+        ):
+            raise ValueError(f"parameter {self.name}: default of an int must be an integer")
+        if self.type != "int" and (self.minimum is not None or self.maximum is not None or self.power_of_two):
+            raise ValueError(f"parameter {self.name}: minimum/maximum/power_of_two apply to int only")
+        return self
+
+    @property
+    def long_flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+class EventField(_Model):
+    name: Annotated[str, Field(pattern=_IDENT)]
+    type: str
+    description: str = ""
+    format: Literal["ip", "family"] | None = None
+    family_field: str | None = None  # for format: ip
+    count_field: str | None = None  # for char[N][M]: how many entries are valid
+    enum: dict[int, str] | None = None
+    when: dict[str, list[str]] | None = None  # present only when another (enum) field has these values
+    resolve: Literal["proc_ppid"] | None = None  # filled in user space when the kernel gave 0
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        try:
+            parse_type(value)
+        except TypeError_ as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class EventSpec(_Model):
+    struct: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] = "event"
+    ringbuf: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] = "events"
+    fields: list[EventField]
+
+    @model_validator(mode="after")
+    def _references(self) -> EventSpec:
+        by_name = {f.name: f for f in self.fields}
+        if len(by_name) != len(self.fields):
+            raise ValueError("event field names must be unique")
+        for f in self.fields:
+            if f.name in RESERVED_FIELD_NAMES:
+                raise ValueError(f"event field {f.name!r} is reserved (every event has it already)")
+            kind = parse_type(f.type).kind
+            if f.format == "ip" and (kind != "bytes" or not f.family_field):
+                raise ValueError(f"field {f.name}: format ip needs type u8[16] and family_field")
+            if f.format == "family" and kind != "int":
+                raise ValueError(f"field {f.name}: format family needs an integer type")
+            if f.enum is not None and kind != "int":
+                raise ValueError(f"field {f.name}: enum needs an integer type")
+            if f.count_field is not None and kind != "strlist":
+                raise ValueError(f"field {f.name}: count_field applies to char[N][M] only")
+            for ref in filter(None, (f.family_field, f.count_field)):
+                if ref not in by_name or parse_type(by_name[ref].type).kind != "int":
+                    raise ValueError(f"field {f.name}: {ref!r} is not an integer field of this event")
+            for ref, values in (f.when or {}).items():
+                target = by_name.get(ref)
+                if target is None or not target.enum:
+                    raise ValueError(f"field {f.name}: 'when' needs an enum field, {ref!r} is not one")
+                unknown = set(values) - set(target.enum.values())
+                if unknown:
+                    raise ValueError(f"field {f.name}: 'when' values {sorted(unknown)} are not in {ref}'s enum")
+        return self
+
+
+class MetricLabel(_Model):
+    name: Annotated[str, Field(pattern=_IDENT)]
+    type: str
+    format: Literal["ip", "family"] | None = None
+    enum: dict[int, str] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _scalar_or_string(cls, value: str) -> str:
+        try:
+            kind = parse_type(value).kind
+        except TypeError_ as exc:
+            raise ValueError(str(exc)) from None
+        if kind not in ("int", "str"):
+            raise ValueError(f"label type {value!r}: labels are integers or char[N]")
+        return value
+
+
+class Metric(_Model):
+    """An aggregation map in the kernel. The map name is the metric name (ebpf_exporter's rule)."""
+
+    name: Annotated[str, Field(pattern=_IDENT)]
+    type: Literal["counter", "histogram"]
+    help: str
+    labels: list[MetricLabel] = []
+    bucket: Literal["log2"] = "log2"  # histograms: key ends with a u32 log2 slot
+    scale: float = 1.0  # multiply bucket bounds by this (e.g. 1e-9 for ns → seconds)
+
+    @model_validator(mode="after")
+    def _naming(self) -> Metric:
+        if self.type == "counter" and not self.name.endswith("_total"):
+            raise ValueError(f"metric {self.name}: counters end in _total (Prometheus naming)")
+        names = [label.name for label in self.labels]
+        if len(set(names)) != len(names) or "le" in names:
+            raise ValueError(f"metric {self.name}: label names must be unique and not 'le'")
+        return self
+
+
+class TracerSpec(_Model):
+    name: Annotated[str, Field(pattern=_IDENT)]
+    description: str
+    program: str = "program.bpf.c"
+    hook: str | None = None
+    probes: Annotated[list[Probe], Field(min_length=1)]
+    parameters: list[Parameter] = []
+    event: EventSpec | None = None
+    metrics: list[Metric] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TracerSpec:
+        from workers.args import COMMON_PARAMETERS  # the runtime's own options
+
+        names = [p.name for p in self.parameters]
+        common = {p.name for p in COMMON_PARAMETERS}
+        clash = (set(names) & common) | {n for n in names if names.count(n) > 1}
+        if clash:
+            raise ValueError(f"parameter names {sorted(clash)} are duplicated or reserved by the runtime")
+        flags = [p.flag for p in self.parameters + list(COMMON_PARAMETERS) if p.flag]
+        if len(set(flags)) != len(flags):
+            raise ValueError(f"parameter flags collide: {sorted(f for f in flags if flags.count(f) > 1)}")
+        defines = [p.define for p in self.parameters + list(COMMON_PARAMETERS)]
+        if len(set(defines)) != len(defines):
+            raise ValueError("parameter 'define' macros must be unique")
+        if self.event is None and not self.metrics:
+            raise ValueError("a tracer needs an event section, metrics, or both")
+        return self
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {msg}")
+    return problems
+
+
+def parse_spec(data: Any, source: str) -> TracerSpec:
+    if not isinstance(data, dict):
+        raise SpecError(source, [f"the spec must be a mapping, not {type(data).__name__}"])
+    try:
+        return TracerSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, _format_errors(exc)) from None
+
+
+def load_spec(folder: Path) -> TracerSpec:
+    """Read and validate ``folder/tracer.yaml``; check the files it names exist."""
+    folder = Path(folder)
+    path = folder / SPEC_FILE
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(str(path), ["file not found"]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [f"not valid YAML: {exc}"]) from None
+    spec = parse_spec(data, str(path))
+    missing = [f"{key}: {name!r} not found in {folder}" for key, name in (("program", spec.program), ("hook", spec.hook))
+               if name and not (folder / name).is_file()]
+    if spec.name != folder.name:
+        missing.append(f"name: {spec.name!r} differs from its folder name {folder.name!r}")
+    if missing:
+        raise SpecError(str(path), missing)
+    return spec
