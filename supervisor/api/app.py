@@ -1,0 +1,143 @@
+"""FastAPI application: instances, tracers, health, and queries on the store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from supervisor import __version__
+from supervisor.api.models import EunomiaStartRequest, Health, Instance, Parameter, StartRequest, TracerInfo
+from supervisor.arbiter import Conflict, NotFound, Supervisor
+from supervisor.store.reader import EventQuery, StoreReader
+from supervisor.store.writer import StoreWriter
+from workers import args as tracer_args
+from workers.args import ArgsError
+from workers.catalog import Tracer
+
+ERRORS: dict[int | str, dict[str, Any]] = {400: {"description": "bad arguments"},
+                                            404: {"description": "no such tracer or instance"},
+                                            409: {"description": "conflicts with the current state"}}
+
+
+def _tracer_info(tracer: Tracer) -> TracerInfo:
+    spec = tracer.spec
+    return TracerInfo(
+        name=spec.name, description=spec.description, builtin=tracer.builtin, folder=str(tracer.folder),
+        probes=[f"{p.kind}:{p.target}" for p in spec.probes],
+        parameters=[Parameter(name=p.name, type=p.type, flag=p.flag, long_flag=p.long_flag, default=p.default,
+                              description=p.description) for p in tracer_args.parameters(spec)],
+        fields=tracer.event_columns(), metrics=[m.name for m in spec.metrics],
+    )
+
+
+def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer: StoreWriter | None = None) -> FastAPI:
+    app = FastAPI(title="Eunomia agent", version=__version__,
+                  description="Control API of the Eunomia eBPF agent (unix socket, root only).")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = ["{}: {}".format(".".join(str(p) for p in e["loc"] if p != "body") or "body", e["msg"])
+                    for e in exc.errors()]
+        return JSONResponse(status_code=400, content={"detail": "; ".join(problems)})
+
+    def _start(tracer: str, args: dict[str, Any] | list[str], instance_id: str | None) -> Instance:
+        try:
+            watcher = supervisor.start_instance(tracer, args, instance_id)
+        except ArgsError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except Conflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from None
+        return Instance(**supervisor.describe(watcher))
+
+    def _instance(instance_id: str) -> Any:
+        try:
+            return supervisor.get(instance_id)
+        except NotFound as exc:
+            raise HTTPException(404, exc.args[0]) from None
+
+    @app.get("/health", response_model=Health, tags=["agent"])
+    async def health() -> Health:
+        store = None
+        if writer is not None:
+            s = writer.stats
+            store = {"path": str(writer.path), "events_written": s.events_written,
+                     "samples_written": s.samples_written, "errors": s.errors, "last_error": s.last_error,
+                     "dropped": sum(s.dropped.values())}
+        summary = supervisor.summary()
+        status = "ok" if not summary["states"].get("fatal") else "degraded"
+        return Health(status=status, version=__version__, store=store,
+                      tracer_errors={k: str(v) for k, v in supervisor.catalog.errors.items()}, **summary)
+
+    @app.get("/tracers", response_model=list[TracerInfo], tags=["tracers"])
+    async def list_tracers() -> list[TracerInfo]:
+        return [_tracer_info(t) for t in supervisor.catalog.tracers.values()]
+
+    @app.get("/tracers/{name}", response_model=TracerInfo, responses=ERRORS, tags=["tracers"])
+    async def get_tracer(name: str) -> TracerInfo:
+        try:
+            return _tracer_info(supervisor.catalog.get(name))
+        except KeyError as exc:
+            raise HTTPException(404, exc.args[0]) from None
+
+    @app.get("/instances", response_model=list[Instance], tags=["instances"])
+    async def list_instances() -> list[Instance]:
+        return [Instance(**supervisor.describe(w)) for w in supervisor.watchers.values()]
+
+    @app.post("/instances", response_model=Instance, status_code=201, responses=ERRORS, tags=["instances"])
+    async def start_instance(body: StartRequest) -> Instance:
+        return _start(body.tracer, body.args, body.id)
+
+    @app.post("/start", response_model=Instance, status_code=201, responses=ERRORS, tags=["instances"],
+              summary="Start a tracer (Eunomia's original API)")
+    async def eunomia_start(body: EunomiaStartRequest) -> Instance:
+        return _start(body.name, body.args, None)
+
+    @app.get("/instances/{instance_id}", response_model=Instance, responses=ERRORS, tags=["instances"])
+    async def get_instance(instance_id: str) -> Instance:
+        return Instance(**supervisor.describe(_instance(instance_id)))
+
+    @app.post("/instances/{instance_id}/stop", response_model=Instance, responses=ERRORS, tags=["instances"])
+    async def stop_instance(instance_id: str) -> Instance:
+        _instance(instance_id)
+        return Instance(**supervisor.describe(supervisor.stop_instance(instance_id)))
+
+    @app.post("/instances/{instance_id}/restart", response_model=Instance, responses=ERRORS, tags=["instances"])
+    async def restart_instance(instance_id: str) -> Instance:
+        _instance(instance_id)
+        try:
+            return Instance(**supervisor.describe(supervisor.restart_instance(instance_id)))
+        except Conflict as exc:
+            raise HTTPException(409, str(exc)) from None
+
+    @app.delete("/instances/{instance_id}", status_code=204, responses=ERRORS, tags=["instances"])
+    async def delete_instance(instance_id: str) -> None:
+        _instance(instance_id)
+        supervisor.stop_instance(instance_id, remove=True)
+
+    @app.get("/events", tags=["store"], responses={503: {"description": "no store configured"}})
+    def events(
+        tracer: str | None = None, instance: str | None = None, pid: int | None = None, comm: str | None = None,
+        since: Annotated[int | None, Query(description="ns since the epoch")] = None,
+        until: Annotated[int | None, Query(description="ns since the epoch")] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 100,
+    ) -> list[dict[str, Any]]:
+        if reader is None:
+            raise HTTPException(503, "this agent runs without a store")
+        return reader.events(EventQuery(tracer, instance, pid, comm, since, until, limit))
+
+    @app.get("/samples", tags=["store"], responses={503: {"description": "no store configured"}})
+    def samples(
+        name: str | None = None, since: Annotated[int | None, Query(description="ns since the epoch")] = None,
+        latest: Annotated[bool, Query(description="only the newest sample of each series")] = False,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    ) -> list[dict[str, Any]]:
+        if reader is None:
+            raise HTTPException(503, "this agent runs without a store")
+        return reader.samples(name, since, limit, latest)
+
+    return app

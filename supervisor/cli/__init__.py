@@ -1,0 +1,1 @@
+"""``eunomiactl``: one module per command group."""

@@ -1,0 +1,109 @@
+"""``eunomiactl trace``: run one tracer and print its events live, like the bcc tool.
+
+It needs no running agent: it runs its own supervisor with the one instance, in a
+private runtime directory, and prints instead of storing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+
+from supervisor.arbiter import Supervisor
+from supervisor.cli.client import fail
+from supervisor.config import AgentConfig, InstanceRequest
+from supervisor.sinks import Sample
+from supervisor.states import State
+from workers import args as tracer_args
+from workers.args import ArgsError
+from workers.catalog import Catalog, default_search_path
+
+_SKIP_HUMAN = {"ts", "pid", "comm", "tid", "uid", "gid", "cgroup_id"}
+
+
+class PrintSink:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.out = sys.stdout.buffer
+
+    def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:
+        lines = []
+        for row in rows:
+            event = {c: v for c, v in zip(columns, row, strict=True) if v is not None}
+            event["tracer"] = tracer
+            if self.as_json:
+                lines.append(orjson.dumps(event))
+            else:
+                when = dt.datetime.fromtimestamp(event["ts"] / 1e9).strftime("%H:%M:%S.%f")[:-3]
+                rest = " ".join(f"{k}={_human(v)}" for k, v in event.items() if k not in _SKIP_HUMAN | {"tracer"})
+                lines.append(f"{when} {event['pid']:>7} {event['comm']:<16} {rest}".encode())
+        self.out.write(b"\n".join(lines) + b"\n")
+        self.out.flush()
+
+    def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
+        pass
+
+    def dropped(self, instance: str) -> int:
+        return 0
+
+
+def _human(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value) if value else "[]"
+    text = str(value)
+    return f'"{text}"' if " " in text else text
+
+
+def trace(
+    ctx: typer.Context,
+    tracer: str = typer.Argument(..., help="tracer name; its options follow (see `eunomiactl tracers show NAME`)"),
+    duration: float = typer.Option(None, "--duration", help="stop after this many seconds"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per line, with the documented field names"),
+    tracer_path: list[Path] = typer.Option(None, help="extra folder with tracers (repeatable)"),
+) -> None:
+    """Run one tracer and print its events until Ctrl-C or --duration."""
+    search = [*default_search_path(), *(tracer_path or [])]
+    catalog = Catalog.discover(search)
+    try:
+        spec = catalog.get(tracer).spec
+        tracer_args.resolve(spec, list(ctx.args))
+    except KeyError as exc:
+        fail(exc.args[0], 2)
+    except ArgsError as exc:
+        fail(str(exc), 2)
+    runtime = Path(tempfile.mkdtemp(prefix="eunomia-trace-"))
+    config = AgentConfig(runtime_dir=runtime, db_path=None, serve_api=False, tracer_path=search,
+                         default_tracers=(InstanceRequest(tracer, list(ctx.args)),), metrics_interval=3600)
+    supervisor = Supervisor(config, catalog, [PrintSink(as_json)])
+    try:
+        code = asyncio.run(_trace(supervisor, duration))
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+    raise typer.Exit(code)
+
+
+async def _trace(supervisor: Supervisor, duration: float | None) -> int:
+    async def watch() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + duration if duration else None
+        while deadline is None or loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            for watcher in supervisor.watchers.values():
+                if watcher.state is State.FATAL:
+                    typer.secho(f"error: {watcher.last_error}", err=True, fg=typer.colors.RED)
+                    if watcher.last_error_log:
+                        typer.echo(watcher.last_error_log, err=True)
+                    supervisor.request_shutdown()
+                    return
+        supervisor.request_shutdown()
+
+    await supervisor.run(extra_tasks=[watch()])
+    return 1 if any(w.state is State.FATAL for w in supervisor.watchers.values()) else 0

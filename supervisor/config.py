@@ -1,0 +1,60 @@
+"""The agent's settings, with the defaults an operator gets from ``eunomiactl run``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor.backoff import BackoffPolicy
+from supervisor.store.writer import Retention
+from workers.catalog import default_search_path
+
+DEFAULT_RUNTIME_DIR = Path("/run/eunomia")
+DEFAULT_DB = Path("/var/lib/eunomia/eunomia.db")
+SOCKET_NAME = "eunomia.sock"
+SOCKET_ENV = "EUNOMIA_SOCKET"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRequest:
+    tracer: str
+    args: dict[str, Any] | list[str] = field(default_factory=dict)
+
+
+DEFAULT_TRACERS = (InstanceRequest("process"), InstanceRequest("opensnoop"), InstanceRequest("tcpconnect"))
+
+
+@dataclass(slots=True)
+class AgentConfig:
+    runtime_dir: Path = DEFAULT_RUNTIME_DIR
+    db_path: Path | None = DEFAULT_DB  # None: no store (``eunomiactl trace``)
+    api_socket: Path | None = None  # default: <runtime_dir>/eunomia.sock
+    serve_api: bool = True
+    tracer_path: list[Path] = field(default_factory=default_search_path)
+    default_tracers: tuple[InstanceRequest, ...] = DEFAULT_TRACERS
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 5.0  # a running worker silent this long is killed and restarted
+    worker_supervisor_timeout: float = 10.0  # a worker that hears nothing this long exits
+    start_timeout: float = 60.0  # compile + attach must finish within this
+    stop_timeout: float = 5.0  # then SIGKILL
+    stable_after: float = 60.0  # running this long forgets the crash streak
+    batch_interval: float = 0.05
+    batch_max: int = 4096
+    metrics_interval: float = 10.0
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    retention: Retention = field(default_factory=Retention)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.api_socket or self.runtime_dir / SOCKET_NAME
+
+    @property
+    def log_dir(self) -> Path:
+        return self.runtime_dir / "logs"
+
+
+def client_socket(explicit: str | None = None) -> Path:
+    """Where a client finds the agent: --socket, then $EUNOMIA_SOCKET, then the default."""
+    return Path(explicit or os.environ.get(SOCKET_ENV) or DEFAULT_RUNTIME_DIR / SOCKET_NAME)
