@@ -104,14 +104,20 @@ class Watcher:
             self._base[name] = self.counter(name)
         self.worker = {}
 
-    def log_tail(self, lines: int = 8) -> str:
+    def log_tail(self, lines: int = 6) -> str:
+        """The end of the worker's log; for a Python crash, faulthandler's header and innermost frames."""
         try:
             with open(self.log_path, "rb") as fh:
-                fh.seek(max(0, fh.seek(0, 2) - 8192))
+                fh.seek(max(0, fh.seek(0, 2) - 16384))
                 text = fh.read().decode("utf-8", "replace")
         except OSError:
             return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        all_lines = text.strip().splitlines()
+        fatal = max((i for i, ln in enumerate(all_lines) if ln.startswith("Fatal Python error")), default=None)
+        if fatal is not None:
+            frames = [ln.strip() for ln in all_lines[fatal + 1:] if ln.strip().startswith("File ")]
+            return "\n".join([all_lines[fatal], *frames[:3]])
+        return "\n".join(all_lines[-lines:])
 
     def crash_message(self, returncode: int) -> str:
         if self.kill_reason:

@@ -79,16 +79,25 @@ def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def _verifier_reason(log: str, fallback: str) -> str:
+    """The verifier's complaint: the last line before its 'processed N insns' summary."""
+    lines = [ln.strip() for ln in log.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("processed ") and " insns" in line:
+            previous = [ln for ln in lines[:i] if ln]
+            if previous:
+                return previous[-1]
+    return fallback
+
+
 def _classify(exc: Exception, log: str) -> LoadError:
     text = str(exc)
     if "Failed to compile BPF" in text or re.search(r"\berror:", log):
         errors = [ln for ln in log.splitlines() if "error:" in ln or "warning:" not in ln]
         return LoadError("compile", "the program does not compile", _tail("\n".join(errors) or log))
-    if "Failed to load BPF program" in text or "processed" in log or "invalid" in log:
-        lines = log.strip().splitlines()
-        reason = next((ln for ln in reversed(lines) if ln and not ln.startswith(("processed", "verification time",
-                                                                                "stack depth"))), text)
-        return LoadError("verifier", f"the kernel verifier rejected the program: {reason.strip()}", _tail(log))
+    if "Failed to load BPF program" in text or "processed" in log:
+        return LoadError("verifier", f"the kernel verifier rejected the program: {_verifier_reason(log, text)}",
+                         _tail(log))
     if "Failed to attach" in text:
         return LoadError("attach", text, _tail(log))
     return LoadError("load", text, _tail(log), permanent=False)

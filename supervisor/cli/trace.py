@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import shutil
 import sys
 import tempfile
@@ -79,6 +80,7 @@ def trace(
         fail(exc.args[0], 2)
     except ArgsError as exc:
         fail(str(exc), 2)
+    logging.getLogger("eunomia").setLevel(logging.CRITICAL)  # failures are printed below, once
     runtime = Path(tempfile.mkdtemp(prefix="eunomia-trace-"))
     config = AgentConfig(runtime_dir=runtime, db_path=None, serve_api=False, tracer_path=search,
                          default_tracers=(InstanceRequest(tracer, list(ctx.args)),), metrics_interval=3600)
@@ -94,9 +96,14 @@ async def _trace(supervisor: Supervisor, duration: float | None) -> int:
     async def watch() -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration if duration else None
+        reported: dict[str, str | None] = {}
         while deadline is None or loop.time() < deadline:
             await asyncio.sleep(0.1)
             for watcher in supervisor.watchers.values():
+                if watcher.state is State.BACKOFF and reported.get(watcher.id) != watcher.last_error:
+                    reported[watcher.id] = watcher.last_error
+                    typer.secho(f"warning: worker {watcher.last_error}; restarting", err=True,
+                                fg=typer.colors.YELLOW)
                 if watcher.state is State.FATAL:
                     typer.secho(f"error: {watcher.last_error}", err=True, fg=typer.colors.RED)
                     if watcher.last_error_log:

@@ -1,0 +1,39 @@
+# Eunomia — `make run` and `make test` are all you need (as root, on Debian/Ubuntu).
+SYSTEM_PYTHON ?= /usr/bin/python3
+VENV          ?= .venv
+PY            := $(VENV)/bin/python
+STAMP         := $(VENV)/.installed
+PYTEST_ARGS   ?=
+
+.PHONY: setup host run test unit bench lint clean
+
+setup: host $(STAMP)
+
+host:
+	@bash systemd/prepare-host.sh
+
+# bcc's Python bindings live in the system Python's dist-packages: the venv must see them.
+$(STAMP): pyproject.toml
+	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -c "import bcc" || { echo "bcc bindings not visible in $(VENV)"; exit 1; }
+	@touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/eunomiactl run
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+bench: setup
+	$(PY) bench/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

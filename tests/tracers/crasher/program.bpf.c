@@ -1,0 +1,20 @@
+/* Test tracer: one event per exec; its hook crashes the worker on the first event. */
+#include "eunomia.h"
+
+struct event {
+    struct eunomia_header hdr;
+};
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    if (eunomia_skip_current())
+        return 0;
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        eunomia_count_drop();
+        return 0;
+    }
+    eunomia_fill_header(&e->hdr);
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
