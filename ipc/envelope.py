@@ -65,7 +65,7 @@ def decode(data: bytes) -> Frame:
     if not isinstance(body, dict):
         raise FrameError(f"frame is a {type(body).__name__}, expected a map")
     version = body.pop("v", None)
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise FrameError(f"unsupported protocol version {version!r} (this side speaks {PROTOCOL_VERSION})")
     raw_type = body.pop("t", None)
     try:

@@ -34,7 +34,9 @@ class BackoffPolicy:
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Delay before restart number ``attempt`` (1-based), jitter included."""
-        base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        steps = max(0, attempt - 1)
+        # the cap is reached long before the power could overflow a float
+        base = self.maximum if steps > 1024 else min(self.maximum, self.initial * self.factor**steps)
         spread = base * self.jitter * (2 * rand() - 1)
         return max(0.0, min(self.maximum * (1 + self.jitter), base + spread))
 

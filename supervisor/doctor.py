@@ -58,9 +58,8 @@ def run_checks(catalog: Catalog) -> dict[str, Any]:
     checks.append(Check("kprobes", "ok" if kprobes else "warn",
                         "available" if kprobes else "absent (no kprobe_events): kernel functions cannot be "
                         "traced; Eunomia's tracers use tracepoints, uprobes and perf events only"))
-    cgroup2 = next((p for p in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
-                    if (p / "cgroup.controllers").exists() or (p / "cgroup.procs").exists() and p.name == "unified"),
-                   None)
+    v2_roots = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))  # hybrid, then unified hierarchy
+    cgroup2 = next((p for p in v2_roots if (p / "cgroup.procs").exists() and not (p / "tasks").exists()), None)
     checks.append(Check("cgroup v2", "ok" if cgroup2 else "warn",
                         str(cgroup2) if cgroup2 else "not found: cgroup ids will not map to containers"))
     tracers = []

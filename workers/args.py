@@ -52,7 +52,7 @@ def _coerce(param: Parameter, value: Any) -> int | bool | str:
             raise ArgsError(f"{where}: {number} is below the minimum {param.minimum}")
         if param.maximum is not None and number > param.maximum:
             raise ArgsError(f"{where}: {number} is above the maximum {param.maximum}")
-        if param.power_of_two and number & (number - 1):
+        if param.power_of_two and (number <= 0 or number & (number - 1)):
             raise ArgsError(f"{where}: {number} is not a power of two")
         return number
     if not isinstance(value, str):
@@ -64,13 +64,26 @@ def _coerce(param: Parameter, value: Any) -> int | bool | str:
 
 
 def parse_flags(spec: TracerSpec, argv: list[str]) -> dict[str, Any]:
-    """bcc-style flags (``["-p", "42", "-x"]``, or Eunomia's ``["-p 42"]``) → raw values by name."""
+    """bcc-style flags (``["-p", "42", "-x"]``, or Eunomia's ``["-p 42"]``) → raw values by name.
+
+    Only an item that starts with a known flag followed by more text is split (shell rules);
+    a separate value is never split, so it may contain spaces or quotes (``-n``, ``Web Content``).
+    """
     by_flag: dict[str, Parameter] = {}
     for param in parameters(spec):
         by_flag[param.long_flag] = param
         if param.flag:
             by_flag[param.flag] = param
-    tokens = [tok for item in argv for tok in shlex.split(str(item))]
+    tokens: list[str] = []
+    for item in map(str, argv):
+        head = item.split(None, 1)[0] if item.strip() else ""
+        if head in by_flag and head != item.strip():  # Eunomia's ["-p 42"]: a small command line
+            try:
+                tokens += shlex.split(item)
+            except ValueError as exc:
+                raise ArgsError(f"cannot parse {item!r}: {exc}") from None
+        else:
+            tokens.append(item)
     values: dict[str, Any] = {}
     i = 0
     while i < len(tokens):

@@ -115,7 +115,7 @@ def assemble_source(plan: WorkerPlan) -> str:
     return "".join(f'#line 1 "{path.name}"\n{path.read_text()}\n' for path in parts)
 
 
-def load(plan: WorkerPlan) -> Any:
+def load(plan: WorkerPlan, extra_cflags: list[str] | None = None) -> Any:
     """Return the loaded and attached ``bcc.BPF`` object, or raise :class:`LoadError`."""
     unsupported = [p for p in plan.probes if p["kind"] != "tracepoint"]
     if unsupported:
@@ -126,7 +126,7 @@ def load(plan: WorkerPlan) -> Any:
     from bcc import BPF  # imported late: it is the heaviest import of the worker
 
     source = assemble_source(plan)
-    cflags = [*plan.cflags, *(f"-I{d}" for d in plan.include_dirs), "-Wno-macro-redefined"]
+    cflags = [*plan.cflags, *(extra_cflags or []), *(f"-I{d}" for d in plan.include_dirs), "-Wno-macro-redefined"]
     failure: Exception | None = None
     with captured_stderr() as log:
         try:

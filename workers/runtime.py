@@ -109,8 +109,10 @@ class Worker:
 
     # -- loading ---------------------------------------------------------------------
     def _load(self) -> None:
-        self.bpf = load(self.plan)
-        self._seed_agent_pids()
+        agent_pids = self._agent_pids()  # before attaching: no file I/O between attach and seeding
+        self.bpf = load(self.plan, [f"-DEUNOMIA_SELF_PID={os.getpid()}",
+                                    f"-DEUNOMIA_AGENT_PID={self.plan.supervisor_pid}"])
+        self._seed_agent_pids(agent_pids)
         if self.plan.event is not None:
             self.decoder = EventDecoder(self.plan.event)
             self.bpf[self.plan.event["ringbuf"]].open_ring_buffer(self._on_record)
@@ -124,15 +126,16 @@ class Worker:
             except Exception as exc:
                 raise LoadError("hook", f"the hook failed to start: {exc.__class__.__name__}: {exc}") from exc
 
-    def _seed_agent_pids(self) -> None:
-        """The supervisor and everything it runs; later forks are added by the program."""
+    def _agent_pids(self) -> set[int]:
+        """The supervisor's other workers; later forks are added by the program itself."""
         import psutil
 
-        pids = {os.getpid(), self.plan.supervisor_pid}
         try:
-            pids.update(p.pid for p in psutil.Process(self.plan.supervisor_pid).children(recursive=True))
+            return {p.pid for p in psutil.Process(self.plan.supervisor_pid).children(recursive=True)}
         except psutil.Error:
-            pass
+            return set()
+
+    def _seed_agent_pids(self, pids: set[int]) -> None:
         table = self.bpf["eunomia_agent_pids"]
         for pid in pids:
             table[table.Key(pid)] = table.Leaf(1)

@@ -83,6 +83,12 @@ class Parameter(_Model):
             isinstance(self.default, bool) or not isinstance(self.default, int)
         ):
             raise ValueError(f"parameter {self.name}: default of an int must be an integer")
+        if self.type == "int" and isinstance(self.default, int) and not isinstance(self.default, bool) and (
+            (self.minimum is not None and self.default < self.minimum)
+            or (self.maximum is not None and self.default > self.maximum)
+        ):
+            bounds = f"[{self.minimum}, {self.maximum}]"
+            raise ValueError(f"parameter {self.name}: default {self.default} is outside {bounds}")
         if self.type != "int" and (self.minimum is not None or self.maximum is not None or self.power_of_two):
             raise ValueError(f"parameter {self.name}: minimum/maximum/power_of_two apply to int only")
         return self
@@ -122,7 +128,8 @@ class EventSpec(_Model):
     def _references(self) -> EventSpec:
         by_name = {f.name: f for f in self.fields}
         if len(by_name) != len(self.fields):
-            raise ValueError("event field names must be unique")
+            names = [f.name for f in self.fields]
+            raise ValueError(f"event field names must be unique: {sorted({n for n in names if names.count(n) > 1})}")
         for f in self.fields:
             if f.name in RESERVED_FIELD_NAMES:
                 raise ValueError(f"event field {f.name!r} is reserved (every event has it already)")
@@ -208,9 +215,15 @@ class TracerSpec(_Model):
         flags = [p.flag for p in self.parameters + list(COMMON_PARAMETERS) if p.flag]
         if len(set(flags)) != len(flags):
             raise ValueError(f"parameter flags collide: {sorted(f for f in flags if flags.count(f) > 1)}")
-        defines = [p.define for p in self.parameters + list(COMMON_PARAMETERS)]
+        defines = []
+        for p in self.parameters + list(COMMON_PARAMETERS):
+            defines += [f"{p.define}{s}" for s in ("_SET", "_LO", "_HI")] if p.type == "comm" else [p.define]
         if len(set(defines)) != len(defines):
-            raise ValueError("parameter 'define' macros must be unique")
+            clash = sorted({d for d in defines if defines.count(d) > 1})
+            raise ValueError(f"parameter 'define' macros collide: {clash}")
+        metric_names = [m.name for m in self.metrics]
+        if len(set(metric_names)) != len(metric_names):
+            raise ValueError(f"metric names (= map names) must be unique: {sorted(metric_names)}")
         if self.event is None and not self.metrics:
             raise ValueError("a tracer needs an event section, metrics, or both")
         return self
@@ -239,14 +252,19 @@ def load_spec(folder: Path) -> TracerSpec:
     folder = Path(folder)
     path = folder / SPEC_FILE
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise SpecError(str(path), ["file not found"]) from None
+    except OSError as exc:
+        raise SpecError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), [f"not UTF-8 text (byte {exc.start})"]) from None
     except yaml.YAMLError as exc:
         raise SpecError(str(path), [f"not valid YAML: {exc}"]) from None
     spec = parse_spec(data, str(path))
-    missing = [f"{key}: {name!r} not found in {folder}" for key, name in (("program", spec.program), ("hook", spec.hook))
-               if name and not (folder / name).is_file()]
+    named = (("program", spec.program), ("hook", spec.hook))
+    missing = [f"{key}: {name!r} not found in {folder}"
+               for key, name in named if name and not (folder / name).is_file()]
     if spec.name != folder.name:
         missing.append(f"name: {spec.name!r} differs from its folder name {folder.name!r}")
     if missing:

@@ -21,6 +21,14 @@
 #ifndef EUNOMIA_FILTER_PID
 #define EUNOMIA_FILTER_PID 0
 #endif
+/* Set by the worker: itself and its supervisor are never traced, from the first
+ * instruction on (the map below covers the other agent processes). */
+#ifndef EUNOMIA_SELF_PID
+#define EUNOMIA_SELF_PID 0
+#endif
+#ifndef EUNOMIA_AGENT_PID
+#define EUNOMIA_AGENT_PID 0
+#endif
 #ifndef EUNOMIA_FILTER_COMM_SET
 #define EUNOMIA_FILTER_COMM_SET 0
 #define EUNOMIA_FILTER_COMM_LO 0ULL
@@ -51,21 +59,27 @@ static __always_inline void eunomia_count_drop(void)
         (*count)++;
 }
 
-/* 1 if the current task must be ignored: the agent itself, or outside the pid/comm filter. */
-static __always_inline int eunomia_skip_current(void)
+/* 1 if the current task must be ignored: the agent itself, or outside the pid filter,
+ * or (with_comm) outside the comm filter. */
+static __always_inline int eunomia_skip(int with_comm)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (eunomia_agent_pids.lookup(&tgid))
+    if (tgid == EUNOMIA_SELF_PID || tgid == EUNOMIA_AGENT_PID || eunomia_agent_pids.lookup(&tgid))
         return 1;
     if (EUNOMIA_FILTER_PID && tgid != EUNOMIA_FILTER_PID)
         return 1;
-    if (EUNOMIA_FILTER_COMM_SET) {
+    if (with_comm && EUNOMIA_FILTER_COMM_SET) {
         u64 comm[2] = {};
         bpf_get_current_comm(&comm, sizeof(comm));
         if (comm[0] != EUNOMIA_FILTER_COMM_LO || comm[1] != EUNOMIA_FILTER_COMM_HI)
             return 1;
     }
     return 0;
+}
+
+static __always_inline int eunomia_skip_current(void)
+{
+    return eunomia_skip(1);
 }
 
 static __always_inline void eunomia_fill_header(struct eunomia_header *h)
@@ -85,7 +99,7 @@ static __always_inline void eunomia_fill_header(struct eunomia_header *h)
 static __always_inline void eunomia_on_fork(u32 child_pid)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (eunomia_agent_pids.lookup(&tgid)) {
+    if (tgid == EUNOMIA_SELF_PID || tgid == EUNOMIA_AGENT_PID || eunomia_agent_pids.lookup(&tgid)) {
         u8 one = 1;
         eunomia_agent_pids.update(&child_pid, &one);
     }

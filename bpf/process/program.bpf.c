@@ -73,16 +73,17 @@ done:
     return 0;
 }
 
+/* The comm changes with the exec: its filter applies in sched_process_exec. */
 TRACEPOINT_PROBE(syscalls, sys_enter_execve)
 {
-    if (eunomia_skip_current())
+    if (eunomia_skip(0))
         return 0;
     return capture_argv(args->argv);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 {
-    if (eunomia_skip_current())
+    if (eunomia_skip(0))
         return 0;
     return capture_argv(args->argv);
 }
@@ -111,8 +112,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 old_tid = args->old_pid;
     struct event *e = pending_exec.lookup(&old_tid);
     if (!e)
-        return 0;  /* filtered at entry (agent, pid or comm filter) */
-    if (eunomia_skip_current()) {  /* the comm filter applies to the new comm too */
+        return 0;  /* filtered at entry (agent or pid filter) */
+    if (eunomia_skip_current()) {  /* the comm filter, on the new comm */
         pending_exec.delete(&old_tid);
         return 0;
     }

@@ -13,7 +13,7 @@ from workers.catalog import default_search_path
 
 
 def run(
-    runtime_dir: Path = typer.Option(DEFAULT_RUNTIME_DIR, help="private directory for IPC endpoints and the API socket"),
+    runtime_dir: Path = typer.Option(DEFAULT_RUNTIME_DIR, help="private dir: IPC endpoints, API socket"),
     db: Path = typer.Option(DEFAULT_DB, help="SQLite store"),
     socket: Path = typer.Option(None, help="API socket [default: <runtime-dir>/eunomia.sock]"),
     tracer: list[str] = typer.Option(None, "--tracer", "-t",

@@ -68,7 +68,8 @@ class StoreReader:
             params.append(since_ns)
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         if latest:
-            sql = ("SELECT series.name, series.labels, s.ts, s.value FROM series JOIN samples s ON s.series_id = series.id"
+            sql = ("SELECT series.name, series.labels, s.ts, s.value FROM series"
+                   " JOIN samples s ON s.series_id = series.id"
                    " AND s.ts = (SELECT MAX(ts) FROM samples WHERE series_id = series.id)"
                    + cond.replace("samples.ts", "s.ts") + " ORDER BY series.name, series.labels LIMIT ?")
         else:

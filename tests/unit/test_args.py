@@ -7,7 +7,16 @@ from typing import Any
 
 import pytest
 
-from workers.args import COMM_LEN, COMMON_PARAMETERS, ArgsError, defines, pack_comm, parameters, parse_flags, resolve
+from workers.args import (
+    COMM_LEN,
+    COMMON_PARAMETERS,
+    ArgsError,
+    defines,
+    pack_comm,
+    parameters,
+    parse_flags,
+    resolve,
+)
 from workers.spec import TracerSpec, parse_spec
 
 DEFAULTS = {"pid": 0, "comm": "", "ringbuf_pages": 256}
@@ -198,17 +207,12 @@ def test_bad_default_surfaces_as_args_error():
     assert "'who'" in args_error(s, None)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG workers/args.py:55: `number & (number - 1)` is 0 for 0, so 0 passes "
-                                       "the power_of_two check when the parameter has no minimum")
 def test_zero_is_not_a_power_of_two():
     s = make_spec({"name": "buf", "type": "int", "define": "BUF", "description": "d", "power_of_two": True})
     assert resolve(s, {"buf": 8})["buf"] == 8
     args_error(s, {"buf": 0})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG workers/args.py:76: every argv item is re-split with shlex, so a "
-                                       "bcc-style value containing a quote raises a bare ValueError "
-                                       "('No closing quotation') instead of ArgsError")
 def test_value_with_quote_in_argv_list(spec):
     try:
         values = resolve(spec, ["-n", "it's"])
@@ -217,9 +221,6 @@ def test_value_with_quote_in_argv_list(spec):
     assert values["comm"] == "it's"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG workers/args.py:76: every argv item is re-split with shlex, so the "
-                                       "bcc-style argv ['-n', 'Web Content'] is read as -n Web + unknown "
-                                       "option 'Content'")
 def test_value_with_space_in_argv_list(spec):
     assert resolve(spec, ["-n", "Web Content"])["comm"] == "Web Content"
 

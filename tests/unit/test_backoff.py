@@ -118,20 +118,10 @@ def test_initial_equal_to_maximum_is_valid():
     assert p.delay(1, mid) == p.delay(10, mid) == 5.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG supervisor/backoff.py:37: initial * factor ** (attempt - 1) overflows a float for large "
-    "attempts (2.0 ** 1024) and raises OverflowError instead of returning the capped maximum",
-)
 def test_delay_after_very_many_attempts_is_capped():
     assert BackoffPolicy().delay(1100, mid) == pytest.approx(60.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG supervisor/backoff.py:37 via CrashHistory.next_delay: crashes spread over more than the window "
-    "never exhaust the history, so `consecutive` grows without bound and next_delay raises OverflowError",
-)
 def test_next_delay_after_a_long_streak_of_spread_out_crashes():
     h = CrashHistory(BackoffPolicy())
     for i in range(1100):

@@ -294,8 +294,6 @@ def test_spec_is_frozen():
         spec.name = "other"  # type: ignore[misc]
 
 
-@pytest.mark.xfail(strict=True, reason="diagnostics gap workers/spec.py:130: 'event field names must be unique' "
-                                       "does not name the duplicated field")
 def test_duplicate_field_problem_names_the_field():
     data = minimal()
     data["event"]["fields"].append({"name": "x", "type": "u8"})
@@ -303,17 +301,12 @@ def test_duplicate_field_problem_names_the_field():
     assert any("'x'" in p for p in problems), problems
 
 
-@pytest.mark.xfail(strict=True, reason="validation gap workers/spec.py:_default_fits: a default outside "
-                                       "[minimum, maximum] passes validation, then every resolve() without an "
-                                       "explicit value fails with ArgsError")
 def test_default_outside_bounds_rejected():
     data = minimal()
     data["parameters"] = [param("port", default=0, minimum=1, maximum=10)]
     problems_of(data)
 
 
-@pytest.mark.xfail(strict=True, reason="validation gap workers/spec.py: two metrics with the same name (the name is "
-                                       "also the kernel map name) pass validation")
 def test_duplicate_metric_names_rejected():
     data = minimal()
     data["metrics"] = [{"name": "x_total", "type": "counter", "help": "h"},
@@ -429,9 +422,6 @@ def test_load_reports_missing_program_and_name_together(tmp_path: Path):
 
 @pytest.mark.skipif(locale.getpreferredencoding(False).lower().replace("-", "") != "utf8",
                     reason="needs a UTF-8 locale to show the problem")
-@pytest.mark.xfail(strict=True, reason="BUG workers/spec.py:242 load_spec: a tracer.yaml that is not valid UTF-8 "
-                                       "raises UnicodeDecodeError, not SpecError, so Catalog.discover (which "
-                                       "catches only SpecError) fails for every tracer")
 def test_load_non_utf8_file_is_a_spec_error(tmp_path: Path):
     folder = write_tracer(tmp_path, "mini", None)
     (folder / SPEC_FILE).write_bytes(b"name: mini\ndescription: caf\xe9\n")

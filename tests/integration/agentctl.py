@@ -1,0 +1,137 @@
+"""Run a real agent (``eunomiactl run``) in a subprocess and talk to it over its socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_TRACERS = REPO / "tests" / "tracers"
+EUNOMIACTL = [sys.executable, "-m", "supervisor.cli.main"]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll until ``predicate`` returns something truthy; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+class Agent:
+    def __init__(self, tmp: Path, tracers: list[str] | None = None, extra: list[str] | None = None) -> None:
+        self.tmp = Path(tmp)
+        self.runtime = self.tmp / "run"
+        self.db = self.tmp / "eunomia.db"
+        self.socket = self.runtime / "eunomia.sock"
+        self.log_path = self.tmp / "agent.log"
+        args = [*EUNOMIACTL, "run", "--runtime-dir", str(self.runtime), "--db", str(self.db),
+                "--tracer-path", str(TEST_TRACERS), "--metrics-interval", "1", *(extra or [])]
+        if tracers is None:
+            pass
+        elif tracers:
+            for name in tracers:
+                args += ["--tracer", name]
+        else:
+            args.append("--no-default-tracers")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://agent",
+                                 timeout=30)
+
+    # -- HTTP ------------------------------------------------------------------------
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.http.request(method, url, **kwargs)
+
+    def get(self, url: str, **params: Any) -> Any:
+        response = self.request("GET", url, params=params)
+        response.raise_for_status()
+        return response.json()
+
+    def start(self, tracer: str, args: dict[str, Any] | list[str] | None = None, **body: Any) -> dict[str, Any]:
+        response = self.request("POST", "/instances", json={"tracer": tracer, "args": args or {}, **body})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def instance(self, instance_id: str) -> dict[str, Any]:
+        return self.get(f"/instances/{instance_id}")
+
+    def instances(self) -> list[dict[str, Any]]:
+        return self.get("/instances")
+
+    def by_tracer(self, tracer: str) -> dict[str, Any]:
+        matches = [i for i in self.instances() if i["tracer"] == tracer]
+        assert len(matches) == 1, f"expected one {tracer} instance, got {matches}"
+        return matches[0]
+
+    def events(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.get("/events", limit=100_000, **filters)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def wait_running(self, timeout: float = 60) -> list[dict[str, Any]]:
+        def ready() -> list[dict[str, Any]] | None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
+            if not self.socket.exists():
+                return None
+            try:
+                instances = self.instances()
+            except httpx.HTTPError:
+                return None
+            return instances if all(i["state"] == "running" for i in instances) else None
+
+        return wait_for(ready, timeout, "every instance to be running")
+
+    def wait_state(self, instance_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
+        return wait_for(lambda: (i := self.instance(instance_id))["state"] == state and i, timeout,
+                        f"{instance_id} to be {state}")
+
+    def worker_pids(self) -> set[int]:
+        try:
+            return {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            return set()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"agent did not stop within {timeout}s on SIGTERM:\n{self.log()}") from None
+        self.http.close()
+        self._log.close()
+        return self.proc.returncode
+
+
+def workers_alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{os.getpid() % 1000:03d}{time.monotonic_ns() % 100000:05d}"
