@@ -91,9 +91,9 @@ class Agent:
                 instances = self.instances()
             except httpx.HTTPError:
                 return None
-            return instances if all(i["state"] == "running" for i in instances) else None
+            return (instances,) if all(i["state"] == "running" for i in instances) else None
 
-        return wait_for(ready, timeout, "every instance to be running")
+        return wait_for(ready, timeout, "every instance to be running")[0]
 
     def wait_state(self, instance_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
         return wait_for(lambda: (i := self.instance(instance_id))["state"] == state and i, timeout,
