@@ -55,6 +55,7 @@ TARGET_PRIVATE_MB = 30.0  # MB private memory per worker after loading
 
 ACHIEVED_FRACTION = 0.98  # a step whose producer reaches less than this share of its rate "did not achieve" it
 TICK_US = 200  # producer pacing tick
+BUSY_WARN = 0.15  # CPUs busy before the run above which the report warns
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Fallback when there is no C compiler: the same protocol in Python (less precise pacing).
@@ -146,6 +147,37 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in after}
+
+
+def system_busy() -> float:
+    """CPU seconds all CPUs spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    with open("/proc/stat") as fh:
+        values = [int(x) for x in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(values) - values[3] - values[4]) / CLK_TCK
+
+
+def all_process_cpu() -> dict[int, tuple[str, float]]:
+    out = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                out[int(entry)] = _stat_cpu(f"/proc/{entry}/stat")
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def background_load(seconds: float = 1.0) -> dict[str, Any]:
+    """How busy the machine is without us: the CPU share over ``seconds`` and the busiest processes."""
+    before, busy0 = all_process_cpu(), system_busy()
+    time.sleep(seconds)
+    after, busy1 = all_process_cpu(), system_busy()
+    me = os.getpid()
+    top = sorted(((cpu - before[pid][1], pid, comm) for pid, (comm, cpu) in after.items()
+                  if pid in before and pid != me and cpu - before[pid][1] > 0), reverse=True)[:3]
+    ncpu = os.cpu_count() or 1
+    return {"busy_cpus": round((busy1 - busy0) / seconds, 2), "of_cpus": ncpu,
+            "top": [{"pid": pid, "comm": comm, "cpu_share": round(used / seconds, 2)} for used, pid, comm in top]}
 
 
 # -- the agent ------------------------------------------------------------------------
@@ -384,11 +416,13 @@ def throughput_step(agent: Agent, producer_cmd: list[str], rate: int, seconds: f
         start_s = time.monotonic() - t0
         worker_pid = info["pid"]
         w_cpu0, s_cpu0 = cpu_seconds(worker_pid), thread_cpu(agent.pid)
+        sys0, me0 = system_busy(), sum(os.times()[:2])
         producer.go()
         result = producer.result(timeout=seconds * 5 + 30)
         produced = int(result["calls"])
         info, store, how, settle_s = settle_counters(agent, instance_id, produced, written0, quiet, settle_timeout)
         w_cpu1, s_cpu1 = cpu_seconds(worker_pid), thread_cpu(agent.pid)
+        sys1, me1 = system_busy(), sum(os.times()[:2])
         worker_mem = memory_of(worker_pid) if info["pid"] else {}
         seq = last_seq(agent, instance_id)
     finally:
@@ -400,6 +434,8 @@ def throughput_step(agent: Agent, producer_cmd: list[str], rate: int, seconds: f
     stored = store.get("events_written", 0) - written0
     accounted = delivered + d["kernel"] + d["ipc"] + d["hook"]
     achieved = produced / result["seconds"] if result["seconds"] > 0 else 0.0
+    ours = (w_cpu1 - w_cpu0) + sum(s_cpu1.values()) - sum(s_cpu0.values()) + result["user_s"] + result["sys_s"]
+    ours += me1 - me0
     balance = accounted == produced and stored + d["store"] == delivered
     zero_loss = balance and stored == produced and not any(d.values())
     return {
@@ -412,6 +448,7 @@ def throughput_step(agent: Agent, producer_cmd: list[str], rate: int, seconds: f
         "balance": balance, "zero_loss": zero_loss, "settle": how, "settle_s": round(settle_s, 2),
         "start_s": round(start_s, 3), "worker_cpu_s": round(w_cpu1 - w_cpu0, 2),
         "supervisor_cpu_s": delta(s_cpu1, s_cpu0),
+        "system_busy_cpu_s": round(sys1 - sys0, 2), "other_cpu_s": round(sys1 - sys0 - ours, 2),
         "worker_private_dirty_mb": round(worker_mem.get("private_dirty_mb", 0), 1),
         "supervisor_rss_mb": round(memory_of(agent.pid)["rss_mb"], 1),
     }
@@ -501,6 +538,10 @@ def print_report(report: dict[str, Any]) -> None:
     log(f"kernel   {m['kernel']}")
     log(f"software python {m['python']}, bcc {m['bcc']}, agent {m['agent_commit']}")
     log(f"producer {report['producer']}")
+    bg = report.get("background_load")
+    if bg:
+        log(f"load     {bg['busy_cpus']:.2f} of {bg['of_cpus']} CPUs busy before the run"
+            + ("  ! NOT IDLE: figures are affected by other load" if bg["busy_cpus"] > BUSY_WARN else " (idle)"))
 
     t = report.get("throughput")
     if t:
@@ -521,7 +562,8 @@ def print_report(report: dict[str, Any]) -> None:
                 "(syscall+probe+pacing)")
             log(f"    {'':>11} CPU: worker {s['worker_cpu_s']:.2f}s; supervisor loop {sup['main']:.2f}s, "
                 f"zmq {sup['zmq']:.2f}s, other threads (store writer) {sup['other']:.2f}s; "
-                f"supervisor RSS {s['supervisor_rss_mb']:.0f} MB")
+                f"supervisor RSS {s['supervisor_rss_mb']:.0f} MB; CPU outside the benchmark "
+                f"{s['other_cpu_s']:.2f}s of {s['system_busy_cpu_s']:.2f}s busy")
         log(f"    stopped: {t['stop_reason']}")
         log(f"    => highest rate with zero loss: {t['max_zero_loss_rate']:,}/s "
             f"(achieved {t['max_zero_loss_achieved_rate']:,}/s)   [{_mark(t['meets_target'])}: target >= "
@@ -616,6 +658,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         m = report["machine"]
         log(f"Eunomia benchmark, {m['date']}, nproc={m['nproc']}, kernel {platform.release()}; work dir {tmp}")
+        report["background_load"] = bg = background_load()
+        log(f"background load before the run: {bg['busy_cpus']:.2f} of {bg['of_cpus']} CPUs busy"
+            + "".join(f"; {t['comm']}[{t['pid']}] {t['cpu_share']:.0%}" for t in bg["top"]))
+        if bg["busy_cpus"] > BUSY_WARN:
+            log("  ! WARNING: the machine is not idle; the figures below are affected by other load")
         agent = Agent(tmp)
         log(f"agent: {' '.join(agent.cmd)}")
         agent.wait_up()

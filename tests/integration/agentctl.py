@@ -134,4 +134,7 @@ def workers_alive(pids: set[int]) -> set[int]:
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}{os.getpid() % 1000:03d}{time.monotonic_ns() % 100000:05d}"
+    """A name no other process has, short enough to be a whole comm (15 bytes)."""
+    name = f"{prefix}{(os.getpid() * 7919 + time.monotonic_ns() // 1000) % 10**6:06d}"
+    assert len(name) <= 15, f"{name!r} would be truncated as a comm"
+    return name
