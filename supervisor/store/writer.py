@@ -144,29 +144,37 @@ class StoreWriter:
         return items
 
     def _write(self, db: sqlite_utils.Database, batch: list[_Events | _Samples]) -> None:
+        """One transaction for the whole batch; if it fails, one per item, so a bad item loses only itself."""
+        try:
+            self._commit(db, batch)
+        except Exception:
+            self._series.clear()  # ids inserted by the rolled-back transaction do not exist
+            for item in batch:
+                try:
+                    self._commit(db, [item])
+                except Exception as exc:  # disk full, locked too long, a row that cannot be stored
+                    self._series.clear()
+                    self.stats.errors += 1
+                    owner = item.instance if isinstance(item, _Events) else "samples"
+                    self.stats.last_error = f"{owner}: {exc.__class__.__name__}: {exc}"
+                    if isinstance(item, _Events):
+                        self.stats.dropped[item.instance] += len(item.rows)
+                    log.error("store write failed: %s", self.stats.last_error)
+
+    def _commit(self, db: sqlite_utils.Database, batch: list[_Events | _Samples]) -> None:
         event_rows: list[tuple[Any, ...]] = []
         sample_rows: list[tuple[int, int, float]] = []
-        try:
-            with db.conn:
-                for item in batch:
-                    if isinstance(item, _Events):
-                        event_rows.extend(self._event_rows(item))
-                    elif item.samples:
-                        sample_rows.extend((self._series_id(db, name, labels), item.ts, float(value))
-                                           for name, labels, value in item.samples)
-                db.conn.executemany(
-                    "INSERT INTO events (ts, instance, tracer, pid, comm, uid, cgroup_id, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", event_rows)
-                db.conn.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?)", sample_rows)
-        except Exception as exc:  # disk full, locked too long…: count the loss, keep running
-            self.stats.errors += 1
-            self.stats.last_error = f"{exc.__class__.__name__}: {exc}"
+        with db.conn:
             for item in batch:
                 if isinstance(item, _Events):
-                    self.stats.dropped[item.instance] += len(item.rows)
-            self._series.clear()  # ids inserted in the failed transaction do not exist
-            log.error("store write failed: %s", self.stats.last_error)
-            return
+                    event_rows.extend(self._event_rows(item))
+                elif item.samples:
+                    sample_rows.extend((self._series_id(db, name, labels), item.ts, float(value))
+                                       for name, labels, value in item.samples)
+            db.conn.executemany(
+                "INSERT INTO events (ts, instance, tracer, pid, comm, uid, cgroup_id, data)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", event_rows)
+            db.conn.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?)", sample_rows)
         self.stats.events_written += len(event_rows)
         self.stats.samples_written += len(sample_rows)
         self.stats.transactions += 1
