@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from workers import args as tracer_args
 from workers.catalog import BUILTIN_DIR, REPO_ROOT, Catalog

@@ -57,7 +57,8 @@ def test_bad_start_requests_name_the_problem(api_agent: Agent, body: dict, statu
 
 
 def test_not_json_is_a_400(api_agent: Agent) -> None:
-    response = api_agent.request("POST", "/instances", content=b"{not json", headers={"content-type": "application/json"})
+    response = api_agent.request("POST", "/instances", content=b"{not json",
+                                 headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert "JSON" in response.json()["detail"]
 
