@@ -42,3 +42,4 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
             await api_task
         if writer is not None:
             writer.close()
+        log.info("agent stopped")

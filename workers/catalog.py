@@ -88,4 +88,7 @@ class Catalog:
         try:
             return self.tracers[name]
         except KeyError:
+            for folder, error in self.errors.items():
+                if Path(folder).name == name:
+                    raise KeyError(f"tracer {name!r} could not be loaded: {error}") from None
             raise KeyError(f"no tracer named {name!r} (known: {', '.join(sorted(self.tracers)) or 'none'})") from None

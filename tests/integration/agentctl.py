@@ -38,6 +38,7 @@ class Agent:
         self.db = self.tmp / "eunomia.db"
         self.socket = self.runtime / "eunomia.sock"
         self.log_path = self.tmp / "agent.log"
+        self.tmp.mkdir(parents=True, exist_ok=True)
         args = [*EUNOMIACTL, "run", "--runtime-dir", str(self.runtime), "--db", str(self.db),
                 "--tracer-path", str(TEST_TRACERS), "--metrics-interval", "1", *(extra or [])]
         if tracers is None:

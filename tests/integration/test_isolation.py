@@ -105,3 +105,34 @@ def test_kill9_of_the_supervisor_leaves_no_worker(tmp_path: Path) -> None:
         wait_for(lambda: not workers_alive(workers), 5, "the workers to die with their supervisor")
     finally:
         agent.stop()
+
+
+def test_missing_tracepoint_and_invalid_spec_are_reported_without_restarts(tmp_path: Path) -> None:
+    extra = tmp_path / "tracers"
+    (extra / "ghost").mkdir(parents=True)
+    (extra / "ghost" / "tracer.yaml").write_text(
+        "name: ghost\ndescription: attaches to a tracepoint no kernel has\n"
+        "probes:\n  - tracepoint: sched:sched_no_such_event\nevent:\n  fields: []\n")
+    (extra / "ghost" / "program.bpf.c").write_text(
+        '#include "eunomia.h"\nstruct event { struct eunomia_header hdr; };\n'
+        "TRACEPOINT_PROBE(sched, sched_no_such_event) { return 0; }\n")
+    (extra / "broken").mkdir()
+    (extra / "broken" / "tracer.yaml").write_text(
+        "name: broken\ndescription: bad field type\nprobes:\n  - tracepoint: sched:sched_process_exec\n"
+        "event:\n  fields:\n    - {name: x, type: u128}\n")
+    (extra / "broken" / "program.bpf.c").write_text("\n")
+    agent = Agent(tmp_path / "agent", tracers=[], extra=["--tracer-path", str(extra)])
+    try:
+        agent.wait_running()
+        errors = agent.get("/health")["tracer_errors"]
+        assert list(errors) == [str(extra / "broken")]
+        assert "event.fields.0.type" in errors[str(extra / "broken")] and "u128" in errors[str(extra / "broken")]
+        response = agent.request("POST", "/instances", json={"tracer": "broken"})
+        assert response.status_code == 404
+        assert "could not be loaded" in response.json()["detail"] and "u128" in response.json()["detail"]
+        inst = agent.start("ghost")
+        info = agent.wait_state(inst["id"], "fatal", timeout=30)
+        assert info["restarts"] == 0
+        assert info["last_error"] == "tracepoint: tracepoint(s) not available on this kernel: sched:sched_no_such_event"
+    finally:
+        assert agent.stop() == 0
