@@ -23,6 +23,11 @@ def _exec_is_traced(agent: Agent, tmp_path: Path, instance: str) -> None:
              f"the exec of {exe.name} in {instance}")
 
 
+def _restarted(agent: Agent, instance: str, what: str) -> dict:
+    return wait_for(lambda: (i := agent.instance(instance))["state"] == "running" and i["restarts"] == 1 and i,
+                    30, what)
+
+
 def test_crashing_worker_backs_off_then_goes_fatal(fresh_agent: Agent, tmp_path: Path) -> None:
     agent = fresh_agent
     survivor = agent.start("process")
@@ -66,8 +71,7 @@ def test_killed_worker_is_restarted(fresh_agent: Agent, tmp_path: Path) -> None:
     inst = fresh_agent.start("process")
     first = fresh_agent.wait_state(inst["id"], "running")
     os.kill(first["pid"], signal.SIGKILL)
-    info = wait_for(lambda: (i := fresh_agent.instance(inst["id"]))["state"] == "running" and i["restarts"] == 1
-                    and i, 30, "the restart after kill -9")
+    info = _restarted(fresh_agent, inst["id"], "the restart after kill -9")
     assert info["pid"] != first["pid"]
     assert "killed by SIGKILL" in info["last_error"]
     _exec_is_traced(fresh_agent, tmp_path, inst["id"])
@@ -77,8 +81,7 @@ def test_stopped_worker_is_detected_by_heartbeat_and_replaced(fresh_agent: Agent
     inst = fresh_agent.start("process")
     first = fresh_agent.wait_state(inst["id"], "running")
     os.kill(first["pid"], signal.SIGSTOP)
-    info = wait_for(lambda: (i := fresh_agent.instance(inst["id"]))["state"] == "running" and i["restarts"] == 1
-                    and i, 30, "the replacement of the stopped worker")
+    info = _restarted(fresh_agent, inst["id"], "the replacement of the stopped worker")
     assert "no heartbeat" in info["last_error"]
     assert not psutil.pid_exists(first["pid"]) or psutil.Process(first["pid"]).status() == psutil.STATUS_ZOMBIE
     _exec_is_traced(fresh_agent, tmp_path, inst["id"])
