@@ -56,6 +56,7 @@ TARGET_PRIVATE_MB = 30.0  # MB private memory per worker after loading
 ACHIEVED_FRACTION = 0.98  # a step whose producer reaches less than this share of its rate "did not achieve" it
 TICK_US = 200  # producer pacing tick
 BUSY_WARN = 0.15  # CPUs busy before the run above which the report warns
+DISTURBED_CPU_S = 1.0  # CPU seconds used outside the benchmark during a step that mark it as disturbed
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Fallback when there is no C compiler: the same protocol in Python (less precise pacing).
@@ -149,13 +150,6 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
     return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 2) for k in after}
 
 
-def system_busy() -> float:
-    """CPU seconds all CPUs spent busy since boot (/proc/stat: everything but idle and iowait)."""
-    with open("/proc/stat") as fh:
-        values = [int(x) for x in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-    return (sum(values) - values[3] - values[4]) / CLK_TCK
-
-
 def all_process_cpu() -> dict[int, tuple[str, float]]:
     out = {}
     for entry in os.listdir("/proc"):
@@ -167,17 +161,47 @@ def all_process_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
+def foreign_cpu(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                ours: set[int]) -> float:
+    """CPU seconds used between two snapshots by processes that are not ours (new ones count from 0)."""
+    total = 0.0
+    for pid, (comm, cpu) in after.items():
+        if pid in ours:
+            continue
+        old = before.get(pid)
+        total += cpu - old[1] if old is not None and old[0] == comm else cpu
+    return total
+
+
 def background_load(seconds: float = 1.0) -> dict[str, Any]:
-    """How busy the machine is without us: the CPU share over ``seconds`` and the busiest processes."""
-    before, busy0 = all_process_cpu(), system_busy()
+    """How busy the machine is without us: CPUs' worth used by other processes over ``seconds``, the busiest."""
+    before = all_process_cpu()
     time.sleep(seconds)
-    after, busy1 = all_process_cpu(), system_busy()
+    after = all_process_cpu()
     me = os.getpid()
-    top = sorted(((cpu - before[pid][1], pid, comm) for pid, (comm, cpu) in after.items()
-                  if pid in before and pid != me and cpu - before[pid][1] > 0), reverse=True)[:3]
+    used = {pid: cpu - before[pid][1] if pid in before and before[pid][0] == comm else cpu
+            for pid, (comm, cpu) in after.items() if pid != me}
+    top = sorted(((cpu, pid, after[pid][0]) for pid, cpu in used.items() if cpu > 0), reverse=True)[:3]
     ncpu = os.cpu_count() or 1
-    return {"busy_cpus": round((busy1 - busy0) / seconds, 2), "of_cpus": ncpu,
+    busy = foreign_cpu(before, after, {me})
+    return {"busy_cpus": round(busy / seconds, 2), "of_cpus": ncpu,
             "top": [{"pid": pid, "comm": comm, "cpu_share": round(used / seconds, 2)} for used, pid, comm in top]}
+
+
+def wait_idle(limit: float, quiet_samples: int = 3) -> dict[str, Any]:
+    """Sample the background load each second until it stays low ``quiet_samples`` times, at most ``limit`` s."""
+    deadline = time.monotonic() + limit
+    quiet = 0
+    waited = False
+    while True:
+        bg = background_load()
+        quiet = quiet + 1 if bg["busy_cpus"] <= BUSY_WARN else 0
+        if quiet >= quiet_samples or time.monotonic() >= deadline:
+            return bg
+        if not waited and quiet == 0:
+            log(f"waiting up to {limit:.0f}s for the machine to be idle ({bg['busy_cpus']:.2f} CPUs busy: "
+                + ", ".join(f"{t['comm']}[{t['pid']}]" for t in bg["top"]) + ")")
+            waited = True
 
 
 # -- the agent ------------------------------------------------------------------------
@@ -416,13 +440,14 @@ def throughput_step(agent: Agent, producer_cmd: list[str], rate: int, seconds: f
         start_s = time.monotonic() - t0
         worker_pid = info["pid"]
         w_cpu0, s_cpu0 = cpu_seconds(worker_pid), thread_cpu(agent.pid)
-        sys0, me0 = system_busy(), sum(os.times()[:2])
+        procs0 = all_process_cpu()
         producer.go()
         result = producer.result(timeout=seconds * 5 + 30)
         produced = int(result["calls"])
         info, store, how, settle_s = settle_counters(agent, instance_id, produced, written0, quiet, settle_timeout)
         w_cpu1, s_cpu1 = cpu_seconds(worker_pid), thread_cpu(agent.pid)
-        sys1, me1 = system_busy(), sum(os.times()[:2])
+        procs1 = all_process_cpu()
+        other_cpu = foreign_cpu(procs0, procs1, {os.getpid(), agent.pid, worker_pid, producer.pid})
         worker_mem = memory_of(worker_pid) if info["pid"] else {}
         seq = last_seq(agent, instance_id)
     finally:
@@ -434,8 +459,6 @@ def throughput_step(agent: Agent, producer_cmd: list[str], rate: int, seconds: f
     stored = store.get("events_written", 0) - written0
     accounted = delivered + d["kernel"] + d["ipc"] + d["hook"]
     achieved = produced / result["seconds"] if result["seconds"] > 0 else 0.0
-    ours = (w_cpu1 - w_cpu0) + sum(s_cpu1.values()) - sum(s_cpu0.values()) + result["user_s"] + result["sys_s"]
-    ours += me1 - me0
     balance = accounted == produced and stored + d["store"] == delivered
     zero_loss = balance and stored == produced and not any(d.values())
     return {
@@ -448,7 +471,7 @@ def throughput_step(agent: Agent, producer_cmd: list[str], rate: int, seconds: f
         "balance": balance, "zero_loss": zero_loss, "settle": how, "settle_s": round(settle_s, 2),
         "start_s": round(start_s, 3), "worker_cpu_s": round(w_cpu1 - w_cpu0, 2),
         "supervisor_cpu_s": delta(s_cpu1, s_cpu0),
-        "system_busy_cpu_s": round(sys1 - sys0, 2), "other_cpu_s": round(sys1 - sys0 - ours, 2),
+        "other_cpu_s": round(other_cpu, 2),
         "worker_private_dirty_mb": round(worker_mem.get("private_dirty_mb", 0), 1),
         "supervisor_rss_mb": round(memory_of(agent.pid)["rss_mb"], 1),
     }
@@ -465,7 +488,8 @@ def step_line(s: dict[str, Any]) -> str:
     sup = sum(s["supervisor_cpu_s"].values())
     return (f"  {s['target_rate']:>9,} {rate:<10} {s['produced']:>9,} {s['delivered']:>9,} {s['stored']:>9,} "
             f"{d['kernel']:>7,} {d['ipc']:>5,} {d['store']:>5,} {'yes' if s['balance'] else 'NO':>7} "
-            f"{'yes' if s['zero_loss'] else 'NO':>6} {s['settle_s']:>5.1f}s {s['worker_cpu_s']:>6.2f}s {sup:>6.2f}s")
+            f"{'yes' if s['zero_loss'] else 'NO':>6} {s['settle_s']:>5.1f}s {s['worker_cpu_s']:>6.2f}s {sup:>6.2f}s"
+            + ("  * disturbed" if s["other_cpu_s"] > DISTURBED_CPU_S else ""))
 
 
 def bench_throughput(agent: Agent, producer_cmd: list[str], rates: list[int], seconds: float, quiet: float,
@@ -549,7 +573,8 @@ def print_report(report: dict[str, Any]) -> None:
         log(f"    producer: getppid(2) at a fixed rate for {t['duration_s']:g}s; delivered = supervisor's `events`; "
             "stored = store events_written delta")
         log("    balance: produced == delivered + drops(kernel+ipc+hook) and delivered == stored + drops(store);"
-            " '!' = rate not reached")
+            " '!' = rate not reached;")
+        log(f"    '* disturbed' = more than {DISTURBED_CPU_S:g} CPU-s used by other processes during the step")
         log(STEP_HEADER)
         for s in t["steps"]:
             log(step_line(s))
@@ -562,8 +587,7 @@ def print_report(report: dict[str, Any]) -> None:
                 "(syscall+probe+pacing)")
             log(f"    {'':>11} CPU: worker {s['worker_cpu_s']:.2f}s; supervisor loop {sup['main']:.2f}s, "
                 f"zmq {sup['zmq']:.2f}s, other threads (store writer) {sup['other']:.2f}s; "
-                f"supervisor RSS {s['supervisor_rss_mb']:.0f} MB; CPU outside the benchmark "
-                f"{s['other_cpu_s']:.2f}s of {s['system_busy_cpu_s']:.2f}s busy")
+                f"supervisor RSS {s['supervisor_rss_mb']:.0f} MB; CPU of other processes {s['other_cpu_s']:.2f}s")
         log(f"    stopped: {t['stop_reason']}")
         log(f"    => highest rate with zero loss: {t['max_zero_loss_rate']:,}/s "
             f"(achieved {t['max_zero_loss_achieved_rate']:,}/s)   [{_mark(t['meets_target'])}: target >= "
@@ -633,6 +657,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle-timeout", type=float, default=90.0, help="settle: hard limit per step")
     p.add_argument("--budget", type=float, default=200.0, help="no new throughput step after this many seconds")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: throughput,start,memory")
+    p.add_argument("--wait-idle", type=float, default=120.0,
+                   help="wait at most this many seconds for other load to stop before measuring (0: do not wait)")
     p.add_argument("--keep", action="store_true", help="keep the temporary dir (agent log, database)")
     return p.parse_args(argv)
 
@@ -658,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         m = report["machine"]
         log(f"Eunomia benchmark, {m['date']}, nproc={m['nproc']}, kernel {platform.release()}; work dir {tmp}")
-        report["background_load"] = bg = background_load()
+        report["background_load"] = bg = wait_idle(args.wait_idle)
         log(f"background load before the run: {bg['busy_cpus']:.2f} of {bg['of_cpus']} CPUs busy"
             + "".join(f"; {t['comm']}[{t['pid']}] {t['cpu_share']:.0%}" for t in bg["top"]))
         if bg["busy_cpus"] > BUSY_WARN:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,24 +115,50 @@ def assemble_source(plan: WorkerPlan) -> str:
     return "".join(f'#line 1 "{path.name}"\n{path.read_text()}\n' for path in parts)
 
 
-def load(plan: WorkerPlan, extra_cflags: list[str] | None = None) -> Any:
-    """Return the loaded and attached ``bcc.BPF`` object, or raise :class:`LoadError`."""
+def _deferred_attach_bpf() -> type:
+    """``bcc.BPF`` without the automatic attach at the end of its constructor.
+
+    BCC attaches every ``TRACEPOINT_PROBE`` in ``_trace_autoload()``; deferring it lets the
+    worker fill its maps (the agent's own pids) before the first probe fires.
+    """
+    from bcc import BPF  # imported late: it is the heaviest import of the worker
+
+    class DeferredAttachBPF(BPF):  # type: ignore[misc]
+        def _trace_autoload(self) -> None:
+            pass
+
+        def attach_probes(self) -> None:
+            BPF._trace_autoload(self)
+
+    return DeferredAttachBPF
+
+
+def _guarded(step: Callable[[], Any]) -> Any:
+    failure: Exception | None = None
+    with captured_stderr() as log:
+        try:
+            result = step()
+        except Exception as exc:  # BCC raises plain Exception for everything
+            failure = exc
+    if failure is not None:
+        raise _classify(failure, log[0])
+    return result
+
+
+def compile_program(plan: WorkerPlan, extra_cflags: list[str] | None = None) -> Any:
+    """Compile the program and create its maps; nothing is attached yet (see :func:`attach`)."""
     unsupported = [p for p in plan.probes if p["kind"] != "tracepoint"]
     if unsupported:
         raise LoadError("spec", f"{unsupported[0]['kind']} probes are not supported by this version yet")
     missing = missing_tracepoints([p["target"] for p in plan.probes])
     if missing:
         raise LoadError("tracepoint", f"tracepoint(s) not available on this kernel: {', '.join(missing)}")
-    from bcc import BPF  # imported late: it is the heaviest import of the worker
-
+    bpf_class = _deferred_attach_bpf()
     source = assemble_source(plan)
     cflags = [*plan.cflags, *(extra_cflags or []), *(f"-I{d}" for d in plan.include_dirs), "-Wno-macro-redefined"]
-    failure: Exception | None = None
-    with captured_stderr() as log:
-        try:
-            bpf = BPF(text=source, cflags=cflags)
-        except Exception as exc:  # BCC raises plain Exception for everything
-            failure = exc
-    if failure is not None:
-        raise _classify(failure, log[0])
-    return bpf
+    return _guarded(lambda: bpf_class(text=source, cflags=cflags))
+
+
+def attach(bpf: Any) -> None:
+    """Load every probe through the verifier and attach it."""
+    _guarded(bpf.attach_probes)

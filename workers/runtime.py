@@ -22,7 +22,7 @@ from ipc.envelope import FrameError, FrameType, decode, encode, encode_events
 from ipc.runtime_dir import Endpoints
 from workers.decoder import EventDecoder, monotonic_to_epoch_offset
 from workers.hooks import Hook, load_hook
-from workers.loader import LoadError, load
+from workers.loader import LoadError, attach, compile_program
 from workers.metrics_reader import MetricsReader
 from workers.plan import WorkerPlan
 
@@ -109,10 +109,14 @@ class Worker:
 
     # -- loading ---------------------------------------------------------------------
     def _load(self) -> None:
-        agent_pids = self._agent_pids()  # before attaching: no file I/O between attach and seeding
-        self.bpf = load(self.plan, [f"-DEUNOMIA_SELF_PID={os.getpid()}",
-                                    f"-DEUNOMIA_AGENT_PID={self.plan.supervisor_pid}"])
-        self._seed_agent_pids(agent_pids)
+        self.bpf = compile_program(self.plan, [f"-DEUNOMIA_SELF_PID={os.getpid()}",
+                                               f"-DEUNOMIA_AGENT_PID={self.plan.supervisor_pid}"])
+        # The other agent processes go into the map before any probe fires; whatever the
+        # supervisor forks after the attach, the program adds itself. A second pass
+        # catches a fork that fell between the first pass and the attach.
+        self._seed_agent_pids(self._agent_pids())
+        attach(self.bpf)
+        self._seed_agent_pids(self._agent_pids())
         if self.plan.event is not None:
             self.decoder = EventDecoder(self.plan.event)
             self.bpf[self.plan.event["ringbuf"]].open_ring_buffer(self._on_record)
