@@ -6,6 +6,7 @@ The worker side never blocks: frames are sent with ``NOBLOCK`` into a bounded qu
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import zmq
@@ -18,7 +19,18 @@ CONTROL_QUEUE_FRAMES = 1000
 
 
 def bind_supervisor(ctx: zmq.Context, endpoints: Endpoints) -> tuple[zmq.Socket, zmq.Socket]:
-    """The supervisor's PULL (events) and ROUTER (control, one peer per worker) sockets."""
+    """The supervisor's PULL (events) and ROUTER (control, one peer per worker) sockets.
+
+    Bound under umask 077: the socket files are 0600 inside the 0700 runtime directory.
+    """
+    old_umask = os.umask(0o077)
+    try:
+        return _bind(ctx, endpoints)
+    finally:
+        os.umask(old_umask)
+
+
+def _bind(ctx: zmq.Context, endpoints: Endpoints) -> tuple[zmq.Socket, zmq.Socket]:
     events = ctx.socket(zmq.PULL)
     events.setsockopt(zmq.RCVHWM, EVENT_QUEUE_FRAMES)
     events.setsockopt(zmq.LINGER, 0)
