@@ -21,7 +21,8 @@ CONTROL_QUEUE_FRAMES = 1000
 def bind_supervisor(ctx: zmq.Context, endpoints: Endpoints) -> tuple[zmq.Socket, zmq.Socket]:
     """The supervisor's PULL (events) and ROUTER (control, one peer per worker) sockets.
 
-    Bound under umask 077: the socket files are 0600 inside the 0700 runtime directory.
+    Bound under umask 077: no group or other access to the socket files, inside the 0700
+    runtime directory.
     """
     old_umask = os.umask(0o077)
     try:
