@@ -143,5 +143,6 @@ class Watcher:
             "last_error": self.last_error,
             "last_error_log": self.last_error_log,
             "state_since": self.sm.since,
-            "worker": {k: v for k, v in self.worker.items() if k.endswith("_kib") or k == "cpu_seconds"},
+            "worker": {k: v for k, v in self.worker.items()
+                       if k.endswith("_kib") or k in ("cpu_seconds", "produced", "sent", "hook_errors")},
         }

@@ -110,7 +110,8 @@ class Worker:
     # -- loading ---------------------------------------------------------------------
     def _load(self) -> None:
         self.bpf = compile_program(self.plan, [f"-DEUNOMIA_SELF_PID={os.getpid()}",
-                                               f"-DEUNOMIA_AGENT_PID={self.plan.supervisor_pid}"])
+                                               f"-DEUNOMIA_AGENT_PID={self.plan.supervisor_pid}",
+                                               f"-DEUNOMIA_NCPUS={os.cpu_count() or 64}"])
         # The other agent processes go into the map before any probe fires; whatever the
         # supervisor forks after the attach, the program adds itself. A second pass
         # catches a fork that fell between the first pass and the attach.
@@ -194,7 +195,10 @@ class Worker:
         exit_code = EXIT_OK
         while not self.stopping:
             if self.decoder is not None:
+                # Probes wake us only once a CPU has queued a slice of the ring; on timeout,
+                # poll() reads nothing, so consume() collects what arrived without a wakeup.
                 self.bpf.ring_buffer_poll(poll_ms)
+                self.bpf.ring_buffer_consume()
             else:
                 time.sleep(plan.batch_interval)
             now = time.monotonic()

@@ -45,7 +45,15 @@ struct eunomia_header {
     char comm[16];
 };
 
+#ifndef EUNOMIA_NCPUS
+#define EUNOMIA_NCPUS 64
+#endif
+/* Wake the reader once a CPU has queued this many bytes; until then it reads every
+ * poll interval (50 ms). Few wakeups at low rates, and never a full ring at high ones. */
+#define EUNOMIA_WAKEUP_BYTES ((EUNOMIA_RINGBUF_PAGES * 4096ULL) / (4 * EUNOMIA_NCPUS))
+
 BPF_RINGBUF_OUTPUT(events, EUNOMIA_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(eunomia_unsignalled, u64, 1);  /* bytes queued since this CPU last woke the reader */
 /* Events lost in the kernel: ring buffer full (reservation failed) or a map full. */
 BPF_PERCPU_ARRAY(eunomia_drops, u64, 1);
 /* The agent's own processes (supervisor, workers and whatever they fork). */
@@ -80,6 +88,31 @@ static __always_inline int eunomia_skip(int with_comm)
 static __always_inline int eunomia_skip_current(void)
 {
     return eunomia_skip(1);
+}
+
+static __always_inline u64 eunomia_wakeup_flags(u64 size)
+{
+    int zero = 0;
+    u64 *pending = eunomia_unsignalled.lookup(&zero);
+    if (!pending)
+        return 0;
+    *pending += size;
+    if (*pending < EUNOMIA_WAKEUP_BYTES)
+        return BPF_RB_NO_WAKEUP;
+    *pending = 0;
+    return BPF_RB_FORCE_WAKEUP;
+}
+
+/* Use these instead of events.ringbuf_submit()/ringbuf_output() (BCC allows no map
+ * call inside a macro, hence functions taking the size). */
+static __always_inline void eunomia_submit(void *e, u64 size)
+{
+    events.ringbuf_submit(e, eunomia_wakeup_flags(size));
+}
+
+static __always_inline int eunomia_output(void *data, u64 size)
+{
+    return events.ringbuf_output(data, size, eunomia_wakeup_flags(size));
 }
 
 static __always_inline void eunomia_fill_header(struct eunomia_header *h)

@@ -67,7 +67,7 @@ static __always_inline int on_exit(long ret)
     e->mode = p->mode;
     if (bpf_probe_read_user_str(e->path, sizeof(e->path), p->path) < 0)
         e->path[0] = 0;
-    events.ringbuf_submit(e, 0);
+    eunomia_submit(e, sizeof(*e));
     pending_open.delete(&tid);
     return 0;
 }

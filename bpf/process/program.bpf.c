@@ -140,7 +140,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u64 size = __builtin_offsetof(struct event, argv) + (u64)argc * ARG_LEN;
     if (size > sizeof(*e))
         size = sizeof(*e);
-    if (events.ringbuf_output(e, size, 0) != 0)
+    if (eunomia_output(e, size) != 0)
         eunomia_count_drop();
     pending_exec.delete(&old_tid);
     return 0;
@@ -220,7 +220,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
             e->exit_code = st->code;
         }
         e->duration_ns = start ? e->hdr.ts - *start : 0;
-        if (events.ringbuf_output(e, __builtin_offsetof(struct event, filename), 0) != 0)
+        if (eunomia_output(e, __builtin_offsetof(struct event, filename)) != 0)
             eunomia_count_drop();
     }
     statuses.delete(&pid);

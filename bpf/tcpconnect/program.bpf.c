@@ -96,7 +96,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         __builtin_memcpy(e->saddr, args->saddr_v6, 16);
         __builtin_memcpy(e->daddr, args->daddr_v6, 16);
     }
-    events.ringbuf_submit(e, 0);
+    eunomia_submit(e, sizeof(*e));
     connecting.delete(&sk);
     return 0;
 }

@@ -67,7 +67,7 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
             s = writer.stats
             store = {"path": str(writer.path), "events_written": s.events_written,
                      "samples_written": s.samples_written, "errors": s.errors, "last_error": s.last_error,
-                     "dropped": sum(s.dropped.values())}
+                     "dropped": sum(s.dropped.values()), "queued_rows": writer.queued_rows}
         summary = supervisor.summary()
         status = "ok" if not summary["states"].get("fatal") else "degraded"
         return Health(status=status, version=__version__, store=store,

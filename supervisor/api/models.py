@@ -48,7 +48,8 @@ class Instance(BaseModel):
     last_error: str | None
     last_error_log: str = Field(description="compiler or verifier output for load failures")
     state_since: float
-    worker: dict[str, Any] = Field(description="the worker's memory (KiB) and CPU time")
+    worker: dict[str, Any] = Field(description="the live worker's own counters: events read from the ring buffer "
+                                   "(produced), handed to IPC (sent), memory (KiB) and CPU time")
 
 
 class Parameter(BaseModel):

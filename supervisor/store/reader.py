@@ -31,7 +31,7 @@ class StoreReader:
         return conn
 
     def events(self, q: EventQuery) -> list[dict[str, Any]]:
-        """Newest first, at most ``q.limit``."""
+        """Newest first (in arrival order, which follows time within ~50 ms), at most ``q.limit``."""
         where, params = [], []
         for column, value in (("tracer", q.tracer), ("instance", q.instance), ("pid", q.pid), ("comm", q.comm)):
             if value is not None:
@@ -44,7 +44,7 @@ class StoreReader:
             where.append("ts < ?")
             params.append(q.until_ns)
         sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY ts DESC, id DESC LIMIT ?"
+        sql += " ORDER BY id DESC LIMIT ?"
         params.append(q.limit)
         with self._connect() as conn:
             rows = conn.execute(sql, params).fetchall()

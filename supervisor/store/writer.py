@@ -59,10 +59,16 @@ class WriterStats:
 
 
 class StoreWriter:
-    def __init__(self, path: Path, retention: Retention | None = None, queue_batches: int = 2000) -> None:
+    def __init__(self, path: Path, retention: Retention | None = None, queue_batches: int = 2000,
+                 max_queued_rows: int = 200_000) -> None:
         self.path = Path(path)
         self.retention = retention or Retention()
         self._queue: queue.Queue[_Events | _Samples | None] = queue.Queue(maxsize=queue_batches)
+        # The queue is bounded in rows too, so that the supervisor's memory stays bounded
+        # when the disk falls behind: a backlog beyond this is dropped and counted.
+        self.max_queued_rows = max_queued_rows
+        self._queued_rows = 0
+        self._queued_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._series: dict[tuple[str, str], int] = {}
         self.stats = WriterStats()
@@ -85,12 +91,21 @@ class StoreWriter:
         return self._put(_Samples(ts, samples), instance, 0)
 
     def _put(self, item: _Events | _Samples, instance: str, count: int) -> bool:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self.stats.dropped[instance] += count
-            return False
+        with self._queued_lock:
+            if self._queued_rows + count > self.max_queued_rows:
+                self.stats.dropped[instance] += count
+                return False
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                self.stats.dropped[instance] += count
+                return False
+            self._queued_rows += count
         return True
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop."""
@@ -125,6 +140,9 @@ class StoreWriter:
             batch = [item for item in items if item is not None]
             if batch:
                 self._write(db, batch)
+                done = sum(len(item.rows) for item in batch if isinstance(item, _Events))
+                with self._queued_lock:
+                    self._queued_rows -= done
             if time.monotonic() >= next_prune or stopping:
                 self._prune(db)
                 next_prune = time.monotonic() + self.retention.prune_interval_s
@@ -206,7 +224,10 @@ class StoreWriter:
         now = time.time_ns()
         try:
             with db.conn:
-                db.conn.execute("DELETE FROM events WHERE ts < ?", [now - int(r.events_max_age_s * 1e9)])
+                cutoff = now - int(r.events_max_age_s * 1e9)
+                tracers = [row[0] for row in db.conn.execute("SELECT DISTINCT tracer FROM events")]
+                for tracer in tracers:  # each DELETE walks the (tracer, ts) index
+                    db.conn.execute("DELETE FROM events WHERE tracer = ? AND ts < ?", [tracer, cutoff])
                 db.conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", [r.max_events])
                 db.conn.execute("DELETE FROM samples WHERE ts < ?", [now - int(r.samples_max_age_s * 1e9)])
         except Exception as exc:

@@ -96,6 +96,14 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
     assert dict(writer.stats.dropped) == {"a": 7, "b": 3}
 
 
+def test_the_queue_is_bounded_in_rows(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path / "s.db", max_queued_rows=10)  # not started
+    assert writer.submit_events("a", "t", COLS, _rows(6, 0))
+    assert not writer.submit_events("a", "t", COLS, _rows(6, 0))  # 12 > 10
+    assert writer.submit_events("a", "t", COLS, _rows(4, 0))
+    assert writer.queued_rows == 10 and dict(writer.stats.dropped) == {"a": 6}
+
+
 def test_an_unstorable_batch_loses_only_itself(tmp_path: Path) -> None:
     writer = StoreWriter(tmp_path / "s.db")
     writer.start()

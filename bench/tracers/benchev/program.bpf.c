@@ -31,6 +31,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
     }
     eunomia_fill_header(&e->hdr);
     e->seq = n;
-    events.ringbuf_submit(e, 0);
+    eunomia_submit(e, sizeof(*e));
     return 0;
 }

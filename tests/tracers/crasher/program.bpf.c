@@ -15,6 +15,6 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         return 0;
     }
     eunomia_fill_header(&e->hdr);
-    events.ringbuf_submit(e, 0);
+    eunomia_submit(e, sizeof(*e));
     return 0;
 }
