@@ -20,6 +20,7 @@ import typer
 
 from supervisor.arbiter import Supervisor
 from supervisor.cli.client import fail
+from supervisor.cli.metrics_view import MetricsView
 from supervisor.config import AgentConfig, InstanceRequest
 from supervisor.sinks import Sample
 from supervisor.states import State
@@ -31,8 +32,9 @@ _SKIP_HUMAN = {"ts", "pid", "comm", "tid", "uid", "gid", "cgroup_id"}
 
 
 class PrintSink:
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, view: MetricsView) -> None:
         self.as_json = as_json
+        self.view = view
         self.out = sys.stdout.buffer
 
     def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -50,10 +52,22 @@ class PrintSink:
         self.out.flush()
 
     def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
-        pass
+        if self.as_json:
+            records = [{**r, "tracer": tracer_of(instance)} for r in self.view.records(ts, samples)]
+            if records:
+                self.out.write(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
+        else:
+            text = self.view.render(ts, samples)
+            if text:
+                self.out.write(text.encode() + b"\n")
+        self.out.flush()
 
     def dropped(self, instance: str) -> int:
         return 0
+
+
+def tracer_of(instance: str) -> str:
+    return instance.rsplit("-", 1)[0]
 
 
 def _human(value: Any) -> str:
@@ -67,6 +81,11 @@ def trace(
     ctx: typer.Context,
     tracer: str = typer.Argument(..., help="tracer name; its options follow (see `eunomiactl tracers show NAME`)"),
     duration: float = typer.Option(None, "--duration", help="stop after this many seconds"),
+    interval: float = typer.Option(None, "--interval", "-i",
+                                   help="print the kernel's counters and histograms every S seconds "
+                                        "[default: 5 for tracers without events; otherwise only at the end]"),
+    top: int = typer.Option(10, "--top", help="rows per counter table (0: all)"),
+    cumulative: bool = typer.Option(False, help="print totals since the start, not the change per interval"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line, with the documented field names"),
     tracer_path: list[Path] = typer.Option(None, help="extra folder with tracers (repeatable)"),
 ) -> None:
@@ -81,10 +100,12 @@ def trace(
     except ArgsError as exc:
         fail(str(exc), 2)
     logging.getLogger("eunomia").setLevel(logging.CRITICAL)  # failures are printed below, once
+    if interval is None:
+        interval = 5.0 if spec.event is None else 86400.0  # the final read still prints at exit
     runtime = Path(tempfile.mkdtemp(prefix="eunomia-trace-"))
     config = AgentConfig(runtime_dir=runtime, db_path=None, serve_api=False, tracer_path=search,
-                         default_tracers=(InstanceRequest(tracer, list(ctx.args)),), metrics_interval=3600)
-    supervisor = Supervisor(config, catalog, [PrintSink(as_json)])
+                         default_tracers=(InstanceRequest(tracer, list(ctx.args)),), metrics_interval=interval)
+    supervisor = Supervisor(config, catalog, [PrintSink(as_json, MetricsView(top, cumulative))])
     try:
         code = asyncio.run(_trace(supervisor, duration))
     finally:

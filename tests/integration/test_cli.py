@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -114,6 +115,39 @@ def test_trace_json_prints_live_events_with_documented_fields(tmp_path: Path) ->
     assert abs(exec_ev["ts"] / 1e9 - time.time()) < 60
     exit_ev = next(e for e in events if e["event"] == "exit" and e["pid"] == exec_ev["pid"])
     assert exit_ev["exit_code"] == 5
+
+
+def test_trace_prints_the_kernel_counters_at_the_end() -> None:
+    proc = subprocess.Popen([*EUNOMIACTL, "trace", "tcpconnect", "--duration", "8", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+
+        def connect_once() -> list[dict]:
+            with socket.create_connection(("127.0.0.1", port)):
+                pass
+            listener.accept()[0].close()
+            return [e for e in map(json.loads, list(lines)) if e.get("dport") == port]
+
+        wait_for(connect_once, 15, "the tracer to see a connect", 0.3)  # it is attached from here on
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", port)):
+                pass
+            listener.accept()[0].close()
+        assert proc.wait(30) == 0, proc.stderr.read()
+    records = [json.loads(line) for line in lines]
+    events = [r for r in records if r.get("dport") == port]
+    counters = [r for r in records if r.get("metric") == "eunomia_tcp_connects_total"
+                and r["labels"] == {"family": "4", "dport": str(port)}]
+    assert len(events) >= 5  # the first one seen, and four more
+    # every connect since the attach is both an event and a count in the kernel's map
+    assert counters and counters[-1]["value"] == len(events) and counters[-1]["tracer"] == "tcpconnect"
+    histogram = [r for r in records if r.get("metric") == "eunomia_tcp_connect_latency_seconds"][-1]
+    assert sum(n for _, n in histogram["buckets"]) == len(events)
 
 
 def test_trace_rejects_bad_options_before_loading() -> None:
