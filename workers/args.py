@@ -55,6 +55,10 @@ def _coerce(param: Parameter, value: Any) -> int | bool | str:
         if param.power_of_two and (number <= 0 or number & (number - 1)):
             raise ArgsError(f"{where}: {number} is not a power of two")
         return number
+    if param.type == "str":
+        if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
+            raise ArgsError(f"{where}: expected a non-empty text of at most 4096 characters, got {value!r}")
+        return value
     if not isinstance(value, str):
         raise ArgsError(f"{where}: expected a process name, got {value!r}")
     raw = value.encode()
@@ -119,10 +123,13 @@ def resolve(spec: TracerSpec, given: dict[str, Any] | list[str] | None) -> dict[
     for name, param in known.items():
         if name in raw and raw[name] is not None:
             values[name] = _coerce(param, raw[name])
+        elif param.required:
+            hint = f" ({param.flag or param.long_flag})" if isinstance(given, list) else ""
+            raise ArgsError(f"parameter {name!r}{hint} is required: {param.description}")
         elif param.default is not None:
             values[name] = _coerce(param, param.default)
         else:
-            values[name] = False if param.type == "bool" else 0 if param.type == "int" else ""
+            values[name] = False if param.type == "bool" else 0 if param.type == "int" else ""  # str: unused
     return values
 
 
@@ -137,6 +144,8 @@ def defines(spec: TracerSpec, values: dict[str, Any]) -> list[str]:
     flags = []
     for param in parameters(spec):
         value = values[param.name]
+        if param.define is None:  # str parameters stay in user space
+            continue
         if param.type == "comm":
             lo, hi = pack_comm(value)
             flags += [f"-D{param.define}_SET={int(bool(value))}",

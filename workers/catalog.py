@@ -10,11 +10,26 @@ from typing import Any
 from workers import args as tracer_args
 from workers.ctypes_layout import HEADER_FIELDS, layout
 from workers.plan import WorkerPlan
-from workers.spec import SPEC_FILE, SpecError, TracerSpec, load_spec
+from workers.probes import fill, placeholders
+from workers.spec import SPEC_FILE, Probe, SpecError, TracerSpec, load_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_DIR = REPO_ROOT / "bpf"
 INCLUDE_DIR = BUILTIN_DIR / "include"
+
+
+def _resolved_probe(probe: Probe, values: dict[str, Any]) -> dict[str, Any]:
+    resolved: dict[str, Any] = {"kind": probe.kind, "target": fill(probe.target, values)}
+    if probe.kind in ("uprobe", "uretprobe"):
+        binary, colon, symbol = resolved["target"].partition(":")
+        if not (binary and colon and symbol):
+            names = ", ".join(placeholders(probe.target)) or "target"
+            raise tracer_args.ArgsError(f"{names}: {resolved['target']!r} must look like 'binary:symbol'")
+    if probe.function:
+        resolved["function"] = probe.function
+    if probe.frequency is not None:
+        resolved["frequency"] = int(fill(str(probe.frequency), values))
+    return resolved
 
 
 def default_search_path() -> list[Path]:
@@ -52,7 +67,7 @@ class Tracer:
             program=str(self.folder / self.spec.program),
             include_dirs=[str(INCLUDE_DIR), str(self.folder)],
             cflags=cflags,
-            probes=[{"kind": p.kind, "target": p.target} for p in self.spec.probes],
+            probes=[_resolved_probe(p, values) for p in self.spec.probes],
             event=event,
             metrics=[m.model_dump() for m in self.spec.metrics],
             hook=str(self.folder / self.spec.hook) if self.spec.hook else None,

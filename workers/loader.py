@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.plan import WorkerPlan
+from workers.probes import PERF_EVENTS
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 LOG_TAIL_LINES = 40
@@ -147,18 +148,41 @@ def _guarded(step: Callable[[], Any]) -> Any:
 
 def compile_program(plan: WorkerPlan, extra_cflags: list[str] | None = None) -> Any:
     """Compile the program and create its maps; nothing is attached yet (see :func:`attach`)."""
-    unsupported = [p for p in plan.probes if p["kind"] != "tracepoint"]
-    if unsupported:
-        raise LoadError("spec", f"{unsupported[0]['kind']} probes are not supported by this version yet")
-    missing = missing_tracepoints([p["target"] for p in plan.probes])
+    missing = missing_tracepoints([p["target"] for p in plan.probes if p["kind"] == "tracepoint"])
     if missing:
         raise LoadError("tracepoint", f"tracepoint(s) not available on this kernel: {', '.join(missing)}")
+    for probe in plan.probes:
+        if probe["kind"] in ("uprobe", "uretprobe"):
+            binary = probe["target"].partition(":")[0]
+            if "/" in binary and not Path(binary).is_file():
+                raise LoadError("uprobe", f"{probe['kind']} {probe['target']}: no such file {binary}")
     bpf_class = _deferred_attach_bpf()
     source = assemble_source(plan)
     cflags = [*plan.cflags, *(extra_cflags or []), *(f"-I{d}" for d in plan.include_dirs), "-Wno-macro-redefined"]
     return _guarded(lambda: bpf_class(text=source, cflags=cflags))
 
 
-def attach(bpf: Any) -> None:
-    """Load every probe through the verifier and attach it."""
+def attach(bpf: Any, plan: WorkerPlan) -> None:
+    """Load every probe through the verifier and attach it: tracepoints, then uprobes and perf events."""
     _guarded(bpf.attach_probes)
+    pid = int(plan.values.get("pid") or -1)  # uprobes of one process only, when --pid is given
+    for probe in plan.probes:
+        kind, target, function = probe["kind"], probe["target"], probe.get("function", "")
+        if kind in ("uprobe", "uretprobe"):
+            binary, _, symbol = target.partition(":")
+            attach_fn = bpf.attach_uprobe if kind == "uprobe" else bpf.attach_uretprobe
+            _attach(lambda f=attach_fn, b=binary, s=symbol, fn=function: f(name=b, sym=s, fn_name=fn, pid=pid),
+                    f"{kind} {target}")
+        elif kind == "perf_event":
+            ev_type, ev_config = PERF_EVENTS[target]
+            _attach(lambda t=ev_type, c=ev_config, fn=function, freq=probe["frequency"]: bpf.attach_perf_event(
+                ev_type=t, ev_config=c, fn_name=fn, sample_freq=freq, cpu=-1), f"perf_event {target}")
+
+
+def _attach(step: Callable[[], Any], what: str) -> None:
+    try:
+        _guarded(step)
+    except LoadError as exc:
+        if exc.kind in ("load", "attach"):  # BCC's words for a symbol or event that is not there
+            raise LoadError("attach", f"cannot attach {what}: {exc.message}", exc.log) from None
+        raise

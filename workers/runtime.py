@@ -116,7 +116,7 @@ class Worker:
         # supervisor forks after the attach, the program adds itself. A second pass
         # catches a fork that fell between the first pass and the attach.
         self._seed_agent_pids(self._agent_pids())
-        attach(self.bpf)
+        attach(self.bpf, self.plan)
         self._seed_agent_pids(self._agent_pids())
         if self.plan.event is not None:
             self.decoder = EventDecoder(self.plan.event)

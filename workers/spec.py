@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workers.ctypes_layout import HEADER_NAMES, TypeError_, parse_type
+from workers.probes import PERF_EVENTS, placeholders
 
 SPEC_FILE = "tracer.yaml"
 _IDENT = r"^[a-z][a-z0-9_]*$"
@@ -38,37 +39,64 @@ class _Model(BaseModel):
 
 
 class Probe(_Model):
-    """Where the program attaches. Only stable ABIs: tracepoints, uprobes, perf events."""
+    """Where the program attaches. Only stable ABIs: tracepoints, uprobes, perf events.
+
+    ``uprobe``/``uretprobe`` targets are ``binary:symbol`` (a path, or a library name such as
+    ``c`` for libc) and ``perf_event`` names a perf event; both call the C function named by
+    ``function``. Targets and ``frequency`` may use ``{parameter}`` placeholders, filled in
+    user space when the tracer starts (they never reach C).
+    """
 
     tracepoint: str | None = None
     uprobe: str | None = None
+    uretprobe: str | None = None
     perf_event: str | None = None
+    function: Annotated[str | None, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = None
+    frequency: int | str | None = None  # perf_event: samples per second on each CPU
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Probe:
-        given = [k for k in ("tracepoint", "uprobe", "perf_event") if getattr(self, k)]
+        given = [k for k in ("tracepoint", "uprobe", "uretprobe", "perf_event") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError("a probe names exactly one of tracepoint, uprobe, perf_event")
-        if self.tracepoint and not _TRACEPOINT.match(self.tracepoint):
-            raise ValueError(f"tracepoint {self.tracepoint!r} must look like 'category:name'")
+            raise ValueError("a probe names exactly one of tracepoint, uprobe, uretprobe, perf_event")
+        if self.tracepoint:
+            if not _TRACEPOINT.match(self.tracepoint):
+                raise ValueError(f"tracepoint {self.tracepoint!r} must look like 'category:name'")
+            if self.function or self.frequency is not None:
+                raise ValueError("a tracepoint probe takes no function or frequency (use TRACEPOINT_PROBE)")
+            return self
+        if not self.function:
+            raise ValueError(f"a {given[0]} probe needs 'function': the C function to run")
+        target = self.uprobe or self.uretprobe
+        if target is not None and ":" not in target and not placeholders(target):
+            raise ValueError(f"{given[0]} {target!r} must look like 'binary:symbol'")
+        if self.perf_event is not None:
+            if self.perf_event not in PERF_EVENTS:
+                raise ValueError(f"perf_event {self.perf_event!r} is not one of {sorted(PERF_EVENTS)}")
+            if self.frequency is None:
+                raise ValueError("a perf_event probe needs a frequency (samples per second)")
+        elif self.frequency is not None:
+            raise ValueError("frequency applies to perf_event probes only")
         return self
 
     @property
     def kind(self) -> str:
-        return "tracepoint" if self.tracepoint else "uprobe" if self.uprobe else "perf_event"
+        return next(k for k in ("tracepoint", "uprobe", "uretprobe", "perf_event") if getattr(self, k))
 
     @property
     def target(self) -> str:
-        return self.tracepoint or self.uprobe or self.perf_event or ""
+        return self.tracepoint or self.uprobe or self.uretprobe or self.perf_event or ""
 
 
 class Parameter(_Model):
-    """A tracer option. It reaches the program only as a numeric ``-D`` macro."""
+    """A tracer option. It reaches the program only as a numeric ``-D`` macro; a ``str``
+    parameter never reaches C at all (it fills ``{placeholders}`` in probe targets)."""
 
     name: Annotated[str, Field(pattern=_IDENT)]
-    type: Literal["int", "bool", "comm"]
-    define: Annotated[str, Field(pattern=_C_MACRO)]
+    type: Literal["int", "bool", "comm", "str"]
+    define: Annotated[str | None, Field(pattern=_C_MACRO)] = None
     description: str
+    required: bool = False
     flag: Annotated[str | None, Field(pattern=r"^-[a-zA-Z]$")] = None
     default: int | bool | str | None = None
     minimum: int | None = None
@@ -77,6 +105,11 @@ class Parameter(_Model):
 
     @model_validator(mode="after")
     def _default_fits(self) -> Parameter:
+        if (self.type == "str") != (self.define is None):
+            raise ValueError(f"parameter {self.name}: int, bool and comm parameters need a 'define'; "
+                             "str parameters cannot have one (they never reach C)")
+        if self.required and self.default is not None:
+            raise ValueError(f"parameter {self.name}: a required parameter has no default")
         if self.type == "bool" and self.default is not None and not isinstance(self.default, bool):
             raise ValueError(f"parameter {self.name}: default of a bool must be true or false")
         if self.type == "int" and self.default is not None and (
@@ -217,6 +250,8 @@ class TracerSpec(_Model):
             raise ValueError(f"parameter flags collide: {sorted(f for f in flags if flags.count(f) > 1)}")
         defines = []
         for p in self.parameters + list(COMMON_PARAMETERS):
+            if p.define is None:
+                continue
             defines += [f"{p.define}{s}" for s in ("_SET", "_LO", "_HI")] if p.type == "comm" else [p.define]
         if len(set(defines)) != len(defines):
             clash = sorted({d for d in defines if defines.count(d) > 1})
@@ -224,6 +259,16 @@ class TracerSpec(_Model):
         metric_names = [m.name for m in self.metrics]
         if len(set(metric_names)) != len(metric_names):
             raise ValueError(f"metric names (= map names) must be unique: {sorted(metric_names)}")
+        by_name = {p.name: p for p in self.parameters + list(COMMON_PARAMETERS)}
+        for i, probe in enumerate(self.probes):
+            for ref in placeholders(probe.target) + placeholders(probe.frequency):
+                if ref not in by_name:
+                    raise ValueError(f"probes.{i}: {{{ref}}} is not a parameter of this tracer")
+            if isinstance(probe.frequency, str) and not placeholders(probe.frequency):
+                raise ValueError(f"probes.{i}.frequency: a number, or a {{parameter}} of type int")
+            for ref in placeholders(probe.frequency):
+                if by_name[ref].type != "int":
+                    raise ValueError(f"probes.{i}.frequency: {{{ref}}} must be an int parameter")
         if self.event is None and not self.metrics:
             raise ValueError("a tracer needs an event section, metrics, or both")
         return self

@@ -61,10 +61,55 @@ def test_minimal_valid():
 
 def test_other_probe_kinds():
     data = minimal()
-    data["probes"] = [{"uprobe": "/bin/bash:readline"}, {"perf_event": "cpu-clock"}]
+    data["probes"] = [{"uprobe": "/bin/bash:readline", "function": "on_readline"},
+                      {"uretprobe": "c:malloc", "function": "on_ret"},
+                      {"perf_event": "cpu-clock", "function": "on_sample", "frequency": 49}]
     spec = parse_spec(data, "x")
-    assert [(p.kind, p.target) for p in spec.probes] == [("uprobe", "/bin/bash:readline"),
-                                                         ("perf_event", "cpu-clock")]
+    assert [(p.kind, p.target, p.function) for p in spec.probes] == [
+        ("uprobe", "/bin/bash:readline", "on_readline"), ("uretprobe", "c:malloc", "on_ret"),
+        ("perf_event", "cpu-clock", "on_sample")]
+
+
+@pytest.mark.parametrize(("probe", "needle"), [
+    ({"uprobe": "/bin/bash:readline"}, "needs 'function'"),
+    ({"uprobe": "/bin/bash", "function": "f"}, "binary:symbol"),
+    ({"perf_event": "cpu-clock", "function": "f"}, "needs a frequency"),
+    ({"perf_event": "nosuch", "function": "f", "frequency": 49}, "is not one of"),
+    ({"uprobe": "a:b", "function": "f", "frequency": 49}, "frequency applies to perf_event"),
+    ({"tracepoint": "sched:sched_switch", "function": "f"}, "takes no function"),
+    ({"uprobe": "{nosuch}", "function": "f"}, "{nosuch} is not a parameter"),
+    ({"uprobe": "{target}", "function": "f"}, None),
+])
+def test_probe_rules(probe: dict, needle: str | None):
+    data = minimal()
+    data["probes"] = [probe]
+    data["parameters"] = [{"name": "target", "type": "str", "description": "binary:symbol", "required": True}]
+    if needle is None:
+        assert parse_spec(data, "x").probes[0].target == "{target}"
+    else:
+        with pytest.raises(SpecError) as info:
+            parse_spec(data, "x")
+        assert needle in str(info.value)
+
+
+def test_str_parameters_fill_probe_targets_and_never_reach_c():
+    from workers import args as tracer_args
+    from workers.catalog import Tracer
+
+    data = minimal()
+    data["parameters"] = [{"name": "target", "type": "str", "description": "binary:symbol", "required": True},
+                          {"name": "hz", "type": "int", "define": "HZ", "default": 49, "description": "rate"}]
+    data["probes"] = [{"uprobe": "{target}", "function": "on_entry"},
+                      {"perf_event": "cpu-clock", "function": "on_sample", "frequency": "{hz}"}]
+    spec = parse_spec(data, "x")
+    with pytest.raises(tracer_args.ArgsError, match="'target' .* is required"):
+        tracer_args.resolve(spec, [])
+    values = tracer_args.resolve(spec, ["--target", "/bin/sh:main", "--hz", "99"])
+    assert all("main" not in flag for flag in tracer_args.defines(spec, values))
+    plan = Tracer(spec, Path("/nowhere"), builtin=False).plan(
+        "x-1", ["--target", "/bin/sh:main", "--hz", "99"], events_endpoint="e", control_endpoint="c", supervisor_pid=1)
+    assert plan.probes == [{"kind": "uprobe", "target": "/bin/sh:main", "function": "on_entry"},
+                           {"kind": "perf_event", "target": "cpu-clock", "function": "on_sample", "frequency": 99}]
 
 
 def test_metrics_only_is_valid():
