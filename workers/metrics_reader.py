@@ -3,16 +3,23 @@
 Counters: key = the labels, value = u64. Log2 histograms: key = the labels followed
 by a u32 slot, value = u64; slot ``s`` holds values below ``2**s`` (bcc's
 ``bpf_log2l``), which becomes the Prometheus bucket ``le = 2**s * scale``.
+
+A ``drain`` metric is cleared in the kernel at every read, with its stack maps; the
+running totals live here, so what is exported stays a monotonic counter.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections import defaultdict
 from typing import Any
 
 from workers.ctypes_layout import Layout, layout
 from workers.decoder import _FAMILY
 from workers.loader import LoadError
+from workers.stacks import StackResolver
+
+Labels = tuple[tuple[str, str], ...]
 
 
 def _label_value(value: Any, label: dict[str, Any]) -> str:
@@ -27,7 +34,11 @@ def _label_value(value: Any, label: dict[str, Any]) -> str:
 
 class MetricsReader:
     def __init__(self, bpf: Any, metrics: list[dict[str, Any]]) -> None:
+        self.bpf = bpf
+        self.stacks = StackResolver(bpf)
         self._maps: list[tuple[dict[str, Any], Any, Layout]] = []
+        self._drained_stack_maps: set[str] = set()
+        self._totals: dict[str, dict[Labels, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
         for metric in metrics:
             name = metric["name"]
             try:
@@ -44,39 +55,76 @@ class MetricsReader:
                                         f"{key_layout.size} (check the label types and order)")
             if leaf_size != 8:
                 raise LoadError("spec", f"metric {name}: map values must be u64 counts, not {leaf_size} bytes")
+            for lbl in metric["labels"]:
+                if lbl.get("stack_map"):
+                    try:
+                        bpf.get_table(lbl["stack_map"])
+                    except KeyError:
+                        raise LoadError("spec", f"metric {name}: no stack map named {lbl['stack_map']}") from None
+                    if metric.get("drain"):
+                        self._drained_stack_maps.add(lbl["stack_map"])
             self._maps.append((metric, table, key_layout))
+
+    def _labels(self, metric: dict[str, Any], raw: tuple[Any, ...]) -> Labels:
+        specs = metric["labels"]
+        by_name = {lbl["name"]: value for lbl, value in zip(specs, raw, strict=False)}
+        out = []
+        for lbl, value in zip(specs, raw, strict=False):
+            if lbl.get("stack"):
+                pid = int(by_name[lbl["pid_label"]]) if lbl.get("pid_label") else -1
+                text = self.stacks.folded(lbl["stack_map"], int(value), lbl["stack"], pid)
+            else:
+                text = _label_value(value, lbl)
+            out.append((lbl["name"], text))
+        return tuple(out)
+
+    def _collect(self, metric: dict[str, Any], table: Any, key_layout: Layout) -> dict[Labels, dict[int, int]]:
+        """{labels: {slot: count}}; counters use slot 0."""
+        current: dict[Labels, dict[int, int]] = defaultdict(dict)
+        histogram = metric["type"] == "histogram"
+        drain = bool(metric.get("drain"))
+        for key, leaf in table.items():
+            raw = key_layout.codec.unpack(bytes(key))
+            labels = self._labels(metric, raw[:-1] if histogram else raw)
+            slot = raw[-1] if histogram else 0
+            bucket = current[labels]
+            bucket[slot] = bucket.get(slot, 0) + int(leaf.value)
+            if drain:
+                try:
+                    del table[key]
+                except KeyError:
+                    pass
+        if not drain:
+            return current
+        totals = self._totals[metric["name"]]
+        for labels, slots in current.items():
+            for slot, count in slots.items():
+                totals[labels][slot] = totals[labels].get(slot, 0) + count
+        return totals
 
     def read(self) -> list[dict[str, Any]]:
         samples: list[dict[str, Any]] = []
         for metric, table, key_layout in self._maps:
-            label_specs = metric["labels"]
-            if metric["type"] == "counter":
-                for key, leaf in table.items():
-                    values = key_layout.codec.unpack(bytes(key))
-                    labels = {lbl["name"]: _label_value(v, lbl) for lbl, v in zip(label_specs, values, strict=True)}
-                    samples.append({"name": metric["name"], "type": "counter", "labels": labels,
-                                    "value": int(leaf.value)})
-            else:
-                samples.extend(self._histograms(metric, table, key_layout))
+            series = self._collect(metric, table, key_layout)
+            for labels, slots in series.items():
+                if metric["type"] == "counter":
+                    samples.append({"name": metric["name"], "type": "counter", "labels": dict(labels),
+                                    "value": slots.get(0, 0)})
+                else:
+                    samples.append(self._histogram(metric, dict(labels), slots))
+        for stack_map in self._drained_stack_maps:
+            self.bpf.get_table(stack_map).clear()
         return samples
 
-    def _histograms(self, metric: dict[str, Any], table: Any, key_layout: Layout) -> list[dict[str, Any]]:
-        label_specs = metric["labels"]
-        series: dict[tuple[Any, ...], dict[int, int]] = {}
-        for key, leaf in table.items():
-            *label_values, slot = key_layout.codec.unpack(bytes(key))
-            series.setdefault(tuple(label_values), {})[slot] = int(leaf.value)
-        out = []
+    @staticmethod
+    def _histogram(metric: dict[str, Any], labels: dict[str, str], slots: dict[int, int]) -> dict[str, Any]:
         scale = float(metric.get("scale", 1.0))
-        for label_values, slots in series.items():
-            labels = {lbl["name"]: _label_value(v, lbl) for lbl, v in zip(label_specs, label_values, strict=True)}
-            cumulative, buckets, total = 0, [], 0.0
-            for slot in range(max(slots) + 1):
-                count = slots.get(slot, 0)
-                cumulative += count
-                upper = float(2**slot)
-                buckets.append([upper * scale, cumulative])
-                total += count * (upper * 0.75 if slot else 0.0) * scale  # midpoint estimate of the bucket
-            out.append({"name": metric["name"], "type": "histogram", "labels": labels,
-                        "buckets": buckets, "count": cumulative, "sum": total})
-        return out
+        cumulative, buckets, total = 0, [], 0.0
+        for slot in range(max(slots) + 1):
+            count = slots.get(slot, 0)
+            cumulative += count
+            upper = float(2**slot)
+            buckets.append([upper * scale, cumulative])
+            total += count * (upper * 0.75 if slot else 0.0) * scale  # midpoint estimate of the bucket
+        return {"name": metric["name"], "type": "histogram", "labels": labels, "buckets": buckets,
+                "count": cumulative, "sum": total}

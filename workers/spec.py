@@ -189,10 +189,27 @@ class EventSpec(_Model):
 
 
 class MetricLabel(_Model):
+    """One member of a metric map's key. A stack label holds a stack id (``s32``) from
+    ``stack_map`` and becomes the folded stack (outermost frame first, ``;``-separated);
+    user stacks are symbolised for the process in the label named by ``pid_label``."""
+
     name: Annotated[str, Field(pattern=_IDENT)]
     type: str
     format: Literal["ip", "family"] | None = None
     enum: dict[int, str] | None = None
+    stack: Literal["user", "kernel"] | None = None
+    stack_map: Annotated[str | None, Field(pattern=r"^[a-z_][a-z0-9_]*$")] = None
+    pid_label: str | None = None
+
+    @model_validator(mode="after")
+    def _stack_fields(self) -> MetricLabel:
+        if self.stack is not None and (self.type != "s32" or not self.stack_map):
+            raise ValueError(f"label {self.name}: a stack label is an s32 stack id with a stack_map")
+        if self.stack is None and (self.stack_map or self.pid_label):
+            raise ValueError(f"label {self.name}: stack_map and pid_label apply to stack labels only")
+        if self.stack == "user" and not self.pid_label:
+            raise ValueError(f"label {self.name}: a user stack needs pid_label (whose process to symbolise)")
+        return self
 
     @field_validator("type")
     @classmethod
@@ -215,6 +232,9 @@ class Metric(_Model):
     labels: list[MetricLabel] = []
     bucket: Literal["log2"] = "log2"  # histograms: key ends with a u32 log2 slot
     scale: float = 1.0  # multiply bucket bounds by this (e.g. 1e-9 for ns → seconds)
+    # Read and clear the map (and its stack maps) at every read; the worker keeps the running
+    # totals, so the exported counter stays monotonic while the kernel maps never fill up.
+    drain: bool = False
 
     @model_validator(mode="after")
     def _naming(self) -> Metric:
@@ -223,6 +243,12 @@ class Metric(_Model):
         names = [label.name for label in self.labels]
         if len(set(names)) != len(names) or "le" in names:
             raise ValueError(f"metric {self.name}: label names must be unique and not 'le'")
+        for label in self.labels:
+            if label.pid_label is not None and label.pid_label not in names:
+                raise ValueError(f"metric {self.name}: pid_label {label.pid_label!r} is not one of its labels")
+        if any(label.stack for label in self.labels) and not self.drain:
+            raise ValueError(f"metric {self.name}: metrics keyed by stacks must set drain: true "
+                             "(stack ids are only valid until the stack map is cleared)")
         return self
 
 

@@ -19,6 +19,7 @@ import orjson
 import typer
 
 from supervisor.arbiter import Supervisor
+from supervisor.cli import flamegraph
 from supervisor.cli.client import fail
 from supervisor.cli.metrics_view import MetricsView
 from supervisor.config import AgentConfig, InstanceRequest
@@ -32,10 +33,19 @@ _SKIP_HUMAN = {"ts", "pid", "comm", "tid", "uid", "gid", "cgroup_id"}
 
 
 class PrintSink:
-    def __init__(self, as_json: bool, view: MetricsView) -> None:
+    """Events and metrics to stdout. Metrics keyed by stacks (``stack_metrics``: metric →
+    the labels that make its folded line) are kept and written once at the end instead,
+    as folded stacks or a flame graph, when asked for."""
+
+    def __init__(self, as_json: bool, view: MetricsView, stack_metrics: dict[str, list[str]] | None = None,
+                 folded: bool = False, flamegraph: Path | None = None) -> None:
         self.as_json = as_json
         self.view = view
         self.out = sys.stdout.buffer
+        self.stack_metrics = stack_metrics or {}
+        self.folded = folded
+        self.flamegraph = flamegraph
+        self.stacks: dict[str, float] = {}
 
     def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:
         lines = []
@@ -52,6 +62,11 @@ class PrintSink:
         self.out.flush()
 
     def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
+        if self.folded or self.flamegraph:
+            kept = [s for s in samples if s[0] in self.stack_metrics]
+            if kept:  # cumulative totals: the latest read replaces the previous one
+                self.stacks = {self._fold(name, labels): value for name, labels, value in kept}
+            samples = [s for s in samples if s[0] not in self.stack_metrics]
         if self.as_json:
             records = [{**r, "tracer": tracer_of(instance)} for r in self.view.records(ts, samples)]
             if records:
@@ -64,6 +79,18 @@ class PrintSink:
 
     def dropped(self, instance: str) -> int:
         return 0
+
+    def _fold(self, metric: str, labels: dict[str, str]) -> str:
+        return ";".join(part for name in self.stack_metrics[metric] if (part := labels.get(name, "")))
+
+    def finish(self, title: str) -> None:
+        if self.folded:
+            lines = [f"{stack} {count:g}" for stack, count in sorted(self.stacks.items()) if count]
+            self.out.write("".join(line + "\n" for line in lines).encode())
+            self.out.flush()
+        if self.flamegraph:
+            self.flamegraph.write_text(flamegraph.render(self.stacks, title))
+            typer.echo(f"wrote {self.flamegraph} ({int(sum(self.stacks.values()))} samples)", err=True)
 
 
 def tracer_of(instance: str) -> str:
@@ -86,6 +113,8 @@ def trace(
                                         "[default: 5 for tracers without events; otherwise only at the end]"),
     top: int = typer.Option(10, "--top", help="rows per counter table (0: all)"),
     cumulative: bool = typer.Option(False, help="print totals since the start, not the change per interval"),
+    folded: bool = typer.Option(False, "--folded", help="stack metrics (profile …): print folded stacks at the end"),
+    flamegraph_svg: Path = typer.Option(None, "--flamegraph", help="stack metrics: write a flame graph SVG here"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line, with the documented field names"),
     tracer_path: list[Path] = typer.Option(None, help="extra folder with tracers (repeatable)"),
 ) -> None:
@@ -105,9 +134,14 @@ def trace(
     runtime = Path(tempfile.mkdtemp(prefix="eunomia-trace-"))
     config = AgentConfig(runtime_dir=runtime, db_path=None, serve_api=False, tracer_path=search,
                          default_tracers=(InstanceRequest(tracer, list(ctx.args)),), metrics_interval=interval)
-    supervisor = Supervisor(config, catalog, [PrintSink(as_json, MetricsView(top, cumulative))])
+    stack_metrics = {f"eunomia_{m.name}": ["comm"] * any(lbl.name == "comm" for lbl in m.labels)
+                     + [lbl.name for lbl in m.labels if lbl.stack]  # comm, then user frames, then kernel frames
+                     for m in spec.metrics if any(lbl.stack for lbl in m.labels)}
+    sink = PrintSink(as_json, MetricsView(top, cumulative), stack_metrics, folded, flamegraph_svg)
+    supervisor = Supervisor(config, catalog, [sink])
     try:
         code = asyncio.run(_trace(supervisor, duration))
+        sink.finish(f"{tracer} {' '.join(ctx.args)}".strip())
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
     raise typer.Exit(code)
@@ -118,9 +152,13 @@ async def _trace(supervisor: Supervisor, duration: float | None) -> int:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration if duration else None
         reported: dict[str, str | None] = {}
+        announced = False
         while deadline is None or loop.time() < deadline:
             await asyncio.sleep(0.1)
             for watcher in supervisor.watchers.values():
+                if watcher.state is State.RUNNING and not announced:
+                    announced = True
+                    typer.echo(f"Tracing with {watcher.tracer.name}... Hit Ctrl-C to end.", err=True)
                 if watcher.state is State.BACKOFF and reported.get(watcher.id) != watcher.last_error:
                     reported[watcher.id] = watcher.last_error
                     typer.secho(f"warning: worker {watcher.last_error}; restarting", err=True,

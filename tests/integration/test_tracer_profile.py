@@ -1,0 +1,121 @@
+"""profile: CPU samples of a program this test compiles, which spins in a known function."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, wait_for
+
+PROGRAM = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+__attribute__((noinline)) double eunomia_spin(double seconds)
+{
+    struct timespec a, b;
+    double x = 0;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do {
+        for (int i = 0; i < 100000; i++)
+            x += i * 0.5;
+        clock_gettime(CLOCK_MONOTONIC, &b);
+    } while ((b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9 < seconds);
+    return x;
+}
+int main(void)
+{
+    (void)getchar();           /* wait until the profiler is attached */
+    double x = eunomia_spin(SPIN_SECONDS);
+    printf("%f\n", x);
+    fflush(stdout);
+    pause();                   /* stay alive so that the stacks can be symbolised */
+    return 0;
+}
+"""
+SPIN_SECONDS = 2.0
+FREQUENCY = 99
+
+
+@pytest.fixture(scope="module")
+def spinner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("profile")
+    (folder / "spin.c").write_text(PROGRAM)
+    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", f"-DSPIN_SECONDS={SPIN_SECONDS}",
+                    "-o", str(folder / "spinner"), str(folder / "spin.c")], check=True)
+    return folder / "spinner"
+
+
+@pytest.fixture
+def spinning(spinner: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([str(spinner)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _run_spin(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
+    proc.stdout.readline()  # printed after the spin: it has burnt its CPU time now
+
+
+def test_samples_land_in_the_spinning_function(tmp_path: Path, spinning: subprocess.Popen[bytes]) -> None:
+    agent = Agent(tmp_path, tracers=[])
+    try:
+        agent.wait_running()
+        inst = agent.start("profile", ["-F", str(FREQUENCY), "-p", str(spinning.pid), "-U"])
+        agent.wait_state(inst["id"], "running")
+        _run_spin(spinning)
+        expected = FREQUENCY * SPIN_SECONDS
+
+        def samples() -> list[dict] | None:
+            rows = [s for s in agent.get("/samples", name="eunomia_profile_samples_total", latest=True)
+                    if s["labels"]["instance"] == inst["id"]]
+            return rows if sum(s["value"] for s in rows) >= 0.5 * expected else None
+
+        rows = wait_for(samples, 15, "the samples of the spinning process")
+        time.sleep(1.5)  # one more drain: the totals must stay (the worker keeps them)
+        later = {s["labels"]["user_stack"]: s["value"] for s in agent.get(
+            "/samples", name="eunomia_profile_samples_total", latest=True) if s["labels"]["instance"] == inst["id"]}
+    finally:
+        agent.stop()
+    assert {s["labels"]["pid"] for s in rows} == {str(spinning.pid)}  # -p, in the kernel
+    assert {s["labels"]["comm"] for s in rows} == {"spinner"}
+    assert all(s["labels"]["kernel_stack"] == "" for s in rows)  # -U: no kernel stacks
+    total = sum(s["value"] for s in rows)
+    spin_stack = "main [spinner];eunomia_spin [spinner]"
+    in_spin = sum(s["value"] for s in rows if s["labels"]["user_stack"].endswith(spin_stack))
+    # Sampling is statistical: at 99 Hz over 2 s about 198 samples fall in the spin loop; we
+    # require at least half of them and that nearly all of the process's samples are there.
+    assert in_spin >= 0.5 * FREQUENCY * SPIN_SECONDS
+    assert in_spin >= 0.9 * total
+    assert sum(later.values()) >= total  # drained maps, monotonic totals
+
+
+def test_trace_prints_folded_stacks_and_a_flame_graph(tmp_path: Path, spinning: subprocess.Popen[bytes]) -> None:
+    svg = tmp_path / "flame.svg"
+    trace = subprocess.Popen([*EUNOMIACTL, "trace", "profile", "-F", str(FREQUENCY), "-p", str(spinning.pid),
+                              "--duration", "8", "--folded", "--flamegraph", str(svg)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert trace.stderr is not None
+    assert "Hit Ctrl-C to end" in trace.stderr.readline()  # attached: from here on every sample counts
+    _run_spin(spinning)
+    out, err = trace.communicate(timeout=60)
+    assert trace.returncode == 0, err
+    lines = [line.rsplit(" ", 1) for line in out.splitlines()]
+    spin = [(stack, float(n)) for stack, n in lines if stack.startswith("spinner;") and "eunomia_spin" in stack]
+    assert spin and sum(n for _, n in spin) >= 0.5 * FREQUENCY * SPIN_SECONDS, out
+    assert spin[0][0].split(";")[:3] == ["spinner", "__libc_start_call_main [libc.so.6]", "main [spinner]"]
+    root = ET.parse(svg).getroot()
+    titles = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert any(t.startswith("eunomia_spin [spinner]") for t in titles)
+    assert "wrote" in err and str(svg) in err
