@@ -22,11 +22,20 @@ from workers.stacks import StackResolver
 Labels = tuple[tuple[str, str], ...]
 
 
+def syscall_name(number: int) -> str:
+    """The syscall's name on this architecture, from BCC's table."""
+    from bcc.syscall import syscall_name as bcc_syscall_name
+
+    return bcc_syscall_name(number).decode()
+
+
 def _label_value(value: Any, label: dict[str, Any]) -> str:
     if isinstance(value, bytes):
         return value.split(b"\0", 1)[0].decode("utf-8", "replace")
     if label.get("format") == "family":
         value = _FAMILY.get(value, value)
+    elif label.get("format") == "syscall":
+        return syscall_name(value)
     if label.get("enum"):
         return {int(k): v for k, v in label["enum"].items()}.get(value, str(value))
     return str(value)

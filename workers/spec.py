@@ -195,7 +195,7 @@ class MetricLabel(_Model):
 
     name: Annotated[str, Field(pattern=_IDENT)]
     type: str
-    format: Literal["ip", "family"] | None = None
+    format: Literal["ip", "family", "syscall"] | None = None
     enum: dict[int, str] | None = None
     stack: Literal["user", "kernel"] | None = None
     stack_map: Annotated[str | None, Field(pattern=r"^[a-z_][a-z0-9_]*$")] = None

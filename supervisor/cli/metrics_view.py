@@ -66,11 +66,13 @@ class MetricsView:
         when = dt.datetime.fromtimestamp(ts / 1e9).strftime("%H:%M:%S")
         lines: list[str] = []
         counters: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        histograms: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for rec in records:
-            if "buckets" in rec:
+            (histograms if "buckets" in rec else counters)[rec["metric"]].append(rec)
+        for recs in histograms.values():  # the busiest series of each histogram metric
+            recs.sort(key=lambda r: -sum(n for _, n in r["buckets"]))
+            for rec in recs[: self.top] if self.top else recs:
                 lines += self._histogram(when, rec)
-            else:
-                counters[rec["metric"]].append(rec)
         for metric, recs in counters.items():
             lines += self._table(when, metric, recs)
         return "\n".join(lines)

@@ -1,0 +1,90 @@
+/* syscount: system calls counted in the kernel, like bcc's syscount: calls and failures
+ * per syscall (and per process with -P), and with -L a latency histogram per syscall.
+ * Only raw_syscalls:sys_exit is needed for counting; -L adds sys_enter for the start time.
+ */
+#include "eunomia.h"
+
+#ifndef PER_PROCESS
+#define PER_PROCESS 0
+#endif
+#ifndef LATENCY
+#define LATENCY 0
+#endif
+#ifndef FAILED_ONLY
+#define FAILED_ONLY 0
+#endif
+
+struct syscall_key {
+    u32 nr;
+};
+
+struct process_key {
+    u32 pid;
+    u32 nr;
+    char comm[16];
+};
+
+struct latency_key {
+    u32 nr;
+    u32 slot;
+};
+
+BPF_HASH(syscount_calls_total, struct syscall_key, u64, 1024);
+BPF_HASH(syscount_errors_total, struct syscall_key, u64, 1024);
+BPF_HASH(syscount_process_calls_total, struct process_key, u64, 10240);
+BPF_HASH(syscount_latency_seconds, struct latency_key, u64, 10240);
+BPF_HASH(entered, u32, u64, 65536);
+
+TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+{
+    if (!LATENCY || eunomia_skip_current())
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u64 now = bpf_ktime_get_ns();
+    if (entered.update(&tid, &now) != 0)
+        eunomia_count_drop();
+    return 0;
+}
+
+TRACEPOINT_PROBE(raw_syscalls, sys_exit)
+{
+    if (eunomia_skip_current())
+        return 0;
+    u64 latency = 0;
+    if (LATENCY) {  /* before any filter: every entry recorded must be removed */
+        u32 tid = (u32)bpf_get_current_pid_tgid();
+        u64 *start = entered.lookup(&tid);
+        if (start) {
+            latency = bpf_ktime_get_ns() - *start;
+            entered.delete(&tid);
+        }
+    }
+    if (FAILED_ONLY && args->ret >= 0)
+        return 0;
+    struct syscall_key key = {.nr = (u32)args->id};
+    u64 zero = 0;
+    u64 *calls = syscount_calls_total.lookup_or_try_init(&key, &zero);
+    if (calls)
+        __sync_fetch_and_add(calls, 1);
+    else
+        eunomia_count_drop();
+    if (args->ret < 0) {
+        u64 *errors = syscount_errors_total.lookup_or_try_init(&key, &zero);
+        if (errors)
+            __sync_fetch_and_add(errors, 1);
+    }
+    if (PER_PROCESS) {
+        struct process_key pkey = {.pid = bpf_get_current_pid_tgid() >> 32, .nr = key.nr};
+        bpf_get_current_comm(&pkey.comm, sizeof(pkey.comm));
+        u64 *pcalls = syscount_process_calls_total.lookup_or_try_init(&pkey, &zero);
+        if (pcalls)
+            __sync_fetch_and_add(pcalls, 1);
+        else
+            eunomia_count_drop();
+    }
+    if (latency) {
+        struct latency_key lkey = {.nr = key.nr, .slot = bpf_log2l(latency)};
+        syscount_latency_seconds.increment(lkey);
+    }
+    return 0;
+}
