@@ -17,8 +17,11 @@ def test_builtin_tracers_all_load() -> None:
     assert {"process", "opensnoop", "tcpconnect"} <= set(BUILTINS)
 
 
-def test_events_doc_is_generated_from_the_current_specs() -> None:
-    assert docgen.EVENTS_DOC.read_text() == docgen.render(), "run `python -m supervisor.docgen`"
+def test_docs_are_generated_from_the_current_specs() -> None:
+    for path, text in docgen.pages().items():
+        assert path.is_file() and path.read_text() == text, f"{path} is stale: run `python -m supervisor.docgen`"
+    generated = {p.name for p in docgen.TRACERS_DIR.glob("*.md")}
+    assert generated == {p.name for p in docgen.pages() if p.parent == docgen.TRACERS_DIR}, "stray tracer pages"
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -31,6 +34,7 @@ def test_every_tracer_has_a_ground_truth_test(name: str) -> None:
 @pytest.mark.parametrize("name", BUILTINS)
 def test_every_tracer_is_documented(name: str) -> None:
     assert f"## `{name}`" in docgen.EVENTS_DOC.read_text()
+    assert (docgen.TRACERS_DIR / f"{name}.md").is_file()
     spec = Catalog.discover([BUILTIN_DIR]).get(name).spec
     assert spec.description.strip()
     if spec.event:

@@ -1,0 +1,51 @@
+/* capable: capability checks, like bcc's capable, from capability:cap_capable.
+ *
+ * The tracepoint fires in cap_capable() in the context of the task being checked, with the
+ * capability and the verdict (0 or -EPERM). Its cred and namespace pointers are never read.
+ */
+#include "eunomia.h"
+
+#ifndef FILTER_CAP
+#define FILTER_CAP -1
+#endif
+#ifndef FILTER_DENIED
+#define FILTER_DENIED 0
+#endif
+
+struct event {
+    struct eunomia_header hdr;
+    s32 cap;
+    u8 cap_name;
+    u8 result;
+};
+
+struct check_key {
+    u32 cap;
+    u32 result;
+};
+BPF_HASH(capable_checks_total, struct check_key, u64, 1024);
+
+TRACEPOINT_PROBE(capability, cap_capable)
+{
+    int cap = args->cap;
+    if (FILTER_CAP >= 0 && cap != FILTER_CAP)
+        return 0;
+    if (eunomia_skip_current())
+        return 0;
+    u8 denied = args->ret != 0;
+    struct check_key key = {.cap = (u32)cap, .result = denied};
+    capable_checks_total.increment(key);
+    if (FILTER_DENIED && !denied)
+        return 0;
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        eunomia_count_drop();
+        return 0;
+    }
+    eunomia_fill_header(&e->hdr);
+    e->cap = cap;
+    e->cap_name = (u8)cap;
+    e->result = denied;
+    eunomia_submit(e, sizeof(*e));
+    return 0;
+}
