@@ -5,7 +5,7 @@ PY            := $(VENV)/bin/python
 STAMP         := $(VENV)/.installed
 PYTEST_ARGS   ?=
 
-.PHONY: setup host run test unit bench lint clean
+.PHONY: setup host run test unit bench bench-deps lint clean
 
 setup: host $(STAMP)
 
@@ -29,8 +29,14 @@ test: setup
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-bench: setup
+bench: setup bench-deps
 	$(PY) bench/run.py
+	$(PY) bench/syscount_overhead.py
+
+# peers measured beside Eunomia (not needed to run or test it)
+bench-deps:
+	@command -v bpftrace >/dev/null && command -v syscount-bpfcc >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpfcc-tools bpftrace gcc; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

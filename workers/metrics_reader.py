@@ -58,7 +58,9 @@ class MetricsReader:
             if metric["type"] == "histogram":
                 fields.append(("__slot", "u32"))
             key_layout = layout(fields)
-            key_size, leaf_size = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
+            key_size = ctypes.sizeof(table.Key)
+            # a per-CPU map's value is an array with one u64 per CPU
+            leaf_size = ctypes.sizeof(table.Leaf) // getattr(table.Leaf, "_length_", 1)
             if key_size != key_layout.size:
                 raise LoadError("spec", f"metric {name}: map key is {key_size} bytes but its labels make "
                                         f"{key_layout.size} (check the label types and order)")
@@ -97,7 +99,8 @@ class MetricsReader:
             labels = self._labels(metric, raw[:-1] if histogram else raw)
             slot = raw[-1] if histogram else 0
             bucket = current[labels]
-            bucket[slot] = bucket.get(slot, 0) + int(leaf.value)
+            value = int(leaf.value) if hasattr(leaf, "value") else sum(int(v) for v in leaf)
+            bucket[slot] = bucket.get(slot, 0) + value
             if drain:
                 try:
                     del table[key]

@@ -144,6 +144,8 @@ class Worker:
         table = self.bpf["eunomia_agent_pids"]
         for pid in pids:
             table[table.Key(pid)] = table.Leaf(1)
+        generation = self.bpf["eunomia_agent_generation"]  # invalidates the per-CPU verdicts
+        generation[generation.Key(0)] = generation.Leaf(generation[generation.Key(0)].value + 1)
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
         self.raw.append(ctypes.string_at(data, size))

@@ -58,6 +58,43 @@ BPF_PERCPU_ARRAY(eunomia_unsignalled, u64, 1);  /* bytes queued since this CPU l
 BPF_PERCPU_ARRAY(eunomia_drops, u64, 1);
 /* The agent's own processes (supervisor, workers and whatever they fork). */
 BPF_HASH(eunomia_agent_pids, u32, u8, 4096);
+/* A hash lookup on every event is measurable on hot paths (every syscall): each CPU keeps
+ * the last verdict, valid while the generation (bumped on every change to the set above,
+ * by the program or by the worker) is unchanged. */
+BPF_ARRAY(eunomia_agent_generation, u64, 1);
+struct eunomia_agent_verdict {
+    u64 generation;
+    u32 tgid;
+    u32 is_agent;
+};
+BPF_PERCPU_ARRAY(eunomia_agent_cache, struct eunomia_agent_verdict, 1);
+
+static __always_inline int eunomia_is_agent(u32 tgid)
+{
+    if (tgid == EUNOMIA_SELF_PID || tgid == EUNOMIA_AGENT_PID)
+        return 1;
+    int zero = 0;
+    u64 *generation = eunomia_agent_generation.lookup(&zero);
+    struct eunomia_agent_verdict *cached = eunomia_agent_cache.lookup(&zero);
+    if (!generation || !cached)
+        return eunomia_agent_pids.lookup(&tgid) != NULL;
+    u64 gen = *generation;
+    if (cached->tgid == tgid && cached->generation == gen)
+        return cached->is_agent;
+    int agent = eunomia_agent_pids.lookup(&tgid) != NULL;
+    cached->tgid = tgid;
+    cached->generation = gen;
+    cached->is_agent = agent;
+    return agent;
+}
+
+static __always_inline void eunomia_agent_changed(void)
+{
+    int zero = 0;
+    u64 *generation = eunomia_agent_generation.lookup(&zero);
+    if (generation)
+        __sync_fetch_and_add(generation, 1);
+}
 
 static __always_inline void eunomia_count_drop(void)
 {
@@ -72,9 +109,9 @@ static __always_inline void eunomia_count_drop(void)
 static __always_inline int eunomia_skip(int with_comm)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (tgid == EUNOMIA_SELF_PID || tgid == EUNOMIA_AGENT_PID || eunomia_agent_pids.lookup(&tgid))
-        return 1;
     if (EUNOMIA_FILTER_PID && tgid != EUNOMIA_FILTER_PID)
+        return 1;
+    if (eunomia_is_agent(tgid))
         return 1;
     if (with_comm && EUNOMIA_FILTER_COMM_SET) {
         u64 comm[2] = {};
@@ -132,16 +169,18 @@ static __always_inline void eunomia_fill_header(struct eunomia_header *h)
 static __always_inline void eunomia_on_fork(u32 child_pid)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (tgid == EUNOMIA_SELF_PID || tgid == EUNOMIA_AGENT_PID || eunomia_agent_pids.lookup(&tgid)) {
+    if (eunomia_is_agent(tgid)) {
         u8 one = 1;
         eunomia_agent_pids.update(&child_pid, &one);
+        eunomia_agent_changed();
     }
 }
 
 static __always_inline void eunomia_on_exit(void)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
-    eunomia_agent_pids.delete(&tid);
+    if (eunomia_agent_pids.delete(&tid) == 0)
+        eunomia_agent_changed();
 }
 
 #endif /* EUNOMIA_H */

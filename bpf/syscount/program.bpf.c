@@ -29,15 +29,17 @@ struct latency_key {
     u32 slot;
 };
 
-BPF_HASH(syscount_calls_total, struct syscall_key, u64, 1024);
-BPF_HASH(syscount_errors_total, struct syscall_key, u64, 1024);
+/* Per-CPU: the hot path never contends on a shared counter (the reader sums the CPUs). */
+BPF_PERCPU_HASH(syscount_calls_total, struct syscall_key, u64, 1024);
+BPF_PERCPU_HASH(syscount_errors_total, struct syscall_key, u64, 1024);
 BPF_HASH(syscount_process_calls_total, struct process_key, u64, 10240);
 BPF_HASH(syscount_latency_seconds, struct latency_key, u64, 10240);
 BPF_HASH(entered, u32, u64, 65536);
 
+#if LATENCY  /* without -L this probe is not even attached: it would cost every syscall */
 TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 {
-    if (!LATENCY || eunomia_skip_current())
+    if (eunomia_skip_current())
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 now = bpf_ktime_get_ns();
@@ -45,6 +47,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
         eunomia_count_drop();
     return 0;
 }
+#endif
 
 TRACEPOINT_PROBE(raw_syscalls, sys_exit)
 {
@@ -65,13 +68,13 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
     u64 zero = 0;
     u64 *calls = syscount_calls_total.lookup_or_try_init(&key, &zero);
     if (calls)
-        __sync_fetch_and_add(calls, 1);
+        (*calls)++;
     else
         eunomia_count_drop();
     if (args->ret < 0) {
         u64 *errors = syscount_errors_total.lookup_or_try_init(&key, &zero);
         if (errors)
-            __sync_fetch_and_add(errors, 1);
+            (*errors)++;
     }
     if (PER_PROCESS) {
         struct process_key pkey = {.pid = bpf_get_current_pid_tgid() >> 32, .nr = key.nr};
