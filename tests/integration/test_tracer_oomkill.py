@@ -1,0 +1,169 @@
+"""oomkill: real OOM kills of children this test confines to a 64 MiB memory cgroup.
+
+The host has cgroup v1 controllers (the v2 hierarchy has no memory controller), so the
+test makes its own v1 memory cgroup (unique name, under this process's own memory
+cgroup), limits memory and memory+swap to 64 MiB, and starts children inside it that
+touch 256 MiB. The memory-cgroup OOM killer must kill each one with SIGKILL; the
+victim is the child (the only task in the cgroup), and the task that triggered the kill
+is the child too (its own page fault failed the charge).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.agentctl import Agent, unique, wait_for
+
+MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
+LIMIT = 64 << 20
+OOM_SCORE_ADJ = 789  # set by the child on itself: an exact value to find in the event
+
+# A shell joins the cgroup and execs the child (same pid), so that all of the child's
+# memory is charged to the cgroup (v1 does not move charges with a task). The child
+# names itself, sets its oom_score_adj, says it is ready, waits for the go, then touches
+# far more memory than the cgroup allows.
+JOIN = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+CHILD = r"""
+import os, sys
+name, adj = sys.argv[1], sys.argv[2]
+with open("/proc/self/comm", "w") as fh:
+    fh.write(name)
+with open("/proc/self/oom_score_adj", "w") as fh:
+    fh.write(adj)
+os.write(1, b"ready\n")
+os.read(0, 1)
+hog = b"\x01" * (256 << 20)
+os.write(1, b"survived\n")
+"""
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    agent = Agent(tmp_path_factory.mktemp("oomkill"), tracers=["oomkill"])
+    try:
+        agent.wait_running()
+        yield agent
+    finally:
+        agent.stop()
+
+
+def _own_memory_cgroup() -> Path:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return MEMORY_ROOT / path.lstrip("/")
+    return MEMORY_ROOT
+
+
+@pytest.fixture
+def cgroup() -> Iterator[Path]:
+    assert (MEMORY_ROOT / "memory.limit_in_bytes").is_file(), "no cgroup v1 memory controller"
+    path = _own_memory_cgroup() / unique("eu-oom")
+    path.mkdir()
+    try:
+        (path / "memory.limit_in_bytes").write_text(str(LIMIT))
+        if (path / "memory.memsw.limit_in_bytes").exists():
+            (path / "memory.memsw.limit_in_bytes").write_text(str(LIMIT))
+        yield path
+    finally:
+        for pid in filter(None, (path / "cgroup.procs").read_text().split()):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                path.rmdir()
+                break
+            except OSError:  # EBUSY until the killed tasks are gone
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
+class Hog:
+    """A child parked in the cgroup; ``release()`` makes it allocate and be OOM-killed."""
+
+    def __init__(self, cgroup: Path) -> None:
+        self.name = unique("eu-oom")
+        self.proc = subprocess.Popen(["/bin/sh", "-c", JOIN, str(cgroup),
+                                      sys.executable, "-c", CHILD, self.name, str(OOM_SCORE_ADJ)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == b"ready\n"
+        self.pid = self.proc.pid
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"x")
+        self.proc.stdin.flush()
+        try:
+            assert self.proc.wait(30) == -signal.SIGKILL, "the child was not OOM-killed"
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc.stdin.close()
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+
+
+def _kills(agent: Agent, comm: str, instance: str | None = None) -> float | None:
+    for s in agent.get("/samples", name="eunomia_oomkill_kills_total", latest=True):
+        if s["labels"].get("comm") == comm and (instance is None or s["labels"].get("instance") == instance):
+            return s["value"]
+    return None
+
+
+def test_oom_kill_in_a_memory_cgroup(agent: Agent, cgroup: Path) -> None:
+    hog = Hog(cgroup)
+    hog.release()
+
+    def victim_events() -> list[dict]:
+        return [e for e in agent.events(tracer="oomkill") if e["tpid"] == hog.pid]
+
+    events = wait_for(victim_events, 10, f"the OOM kill of {hog.pid}")
+    assert len(events) == 1
+    e = events[0]
+    assert e["tcomm"] == hog.name
+    assert e["tuid"] == os.getuid()
+    assert e["oom_score_adj"] == OOM_SCORE_ADJ
+    # The child's own page fault failed the cgroup charge: it is also the trigger.
+    assert (e["pid"], e["tid"], e["comm"]) == (hog.pid, hog.pid, hog.name)
+    # All of the child's memory since its exec is charged to the cgroup and most of it is
+    # the hog, anonymous; the charge never exceeds the limit (1 MiB of slack for the
+    # kernel's per-CPU RSS counters).
+    assert LIMIT // 2 < e["anon_rss_bytes"] <= LIMIT + (1 << 20)
+    assert e["total_vm_bytes"] >= e["anon_rss_bytes"] + e["file_rss_bytes"] + e["shmem_rss_bytes"]
+    assert e["pgtables_bytes"] > 0
+    assert wait_for(lambda: _kills(agent, hog.name) == 1, 10, "the kill counter to reach 1")
+
+
+def test_pid_filter_selects_the_victim(agent: Agent, cgroup: Path) -> None:
+    target, other = Hog(cgroup), None
+    inst = agent.start("oomkill", {"pid": target.pid})
+    try:
+        agent.wait_state(inst["id"], "running")
+        other = Hog(cgroup)
+        other.release()  # not the filtered pid: the filtered instance must not see it
+        target.release()
+        mine = wait_for(lambda: agent.events(instance=inst["id"]), 10, "the filtered instance's event")
+        assert [(e["tpid"], e["tcomm"]) for e in mine] == [(target.pid, target.name)]
+        # the unfiltered instance saw both kills
+        wait_for(lambda: {e["tpid"] for e in agent.events(tracer="oomkill")} >= {target.pid, other.pid}, 10,
+                 "both kills in the unfiltered instance")
+        assert wait_for(lambda: _kills(agent, target.name, inst["id"]) == 1, 10, "the filtered counter")
+        assert _kills(agent, other.name, inst["id"]) is None
+    finally:
+        agent.request("DELETE", f"/instances/{inst['id']}")
+        for hog in (target, other):
+            if hog is not None and hog.proc.poll() is None:
+                hog.proc.kill()
+                hog.proc.wait()

@@ -1,0 +1,244 @@
+"""runqlat: the run-queue waits of a child that sleeps and wakes a known number of times.
+
+Ground truth: the child (single-threaded, its own comm) blocks on a pipe while the tracer
+starts, then sleeps 1 ms 200 times, says it is done and blocks again. Each sleep ends in
+a wakeup and a switch-in, so it waits on a run queue at least 201 times. Every latency
+the tracer records ends at a switch-in of the child, and the kernel counts the child's
+switch-ins in /proc/<pid>/schedstat (third field, read while the child is blocked before
+and after): the histogram count is that number, never more.
+
+It can be slightly less, for reasons outside the tracer, and the lower bound allows for
+both: (1) the kernel skips a BPF program when another one is running on the same CPU
+(counted in the program's recursion_misses, read here from the worker's fdinfo; other
+tracers run on this machine at the same time); (2) on this kernel a wakeup and the
+switch-in that follows it occasionally never reach BPF tracepoint programs at all (ftrace
+sees them, recursion_misses stays 0): measured at 0-3 per 201 switch-ins, hence 2 % (at
+least 2) on top of the recursion misses.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.agentctl import Agent, unique, wait_for
+
+SLEEPS = 200
+CHILD = r"""
+import os, sys, time
+with open("/proc/self/comm", "w") as fh:
+    fh.write(sys.argv[1])
+os.write(1, b"ready\n")
+os.read(0, 1)
+for _ in range(int(sys.argv[2])):
+    time.sleep(0.001)
+os.write(1, b"done\n")
+os.read(0, 1)
+"""
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    agent = Agent(tmp_path_factory.mktemp("runqlat"), tracers=["runqlat"])
+    try:
+        agent.wait_running()
+        yield agent
+    finally:
+        agent.stop()
+
+
+class Sleeper:
+    def __init__(self) -> None:
+        self.name = unique("eu-rq")
+        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, self.name, str(SLEEPS)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.pid = self.proc.pid
+        self._expect(b"ready\n")
+
+    def _expect(self, line: bytes) -> None:
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == line
+        wait_for(self._blocked, 10, f"{self.pid} to block")
+
+    def _blocked(self) -> bool:
+        """Asleep in read(2) on the pipe, and switched out already (a task that is still on
+        its CPU has no wait channel yet)."""
+        with open(f"/proc/{self.pid}/wchan") as fh:
+            return self._state() == "S" and fh.read() == "anon_pipe_read"
+
+    def _state(self) -> str:
+        with open(f"/proc/{self.pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+
+    def switch_ins(self) -> int:
+        with open(f"/proc/{self.pid}/schedstat") as fh:
+            return int(fh.read().split()[2])
+
+    def run(self) -> int:
+        """Release the child, let it sleep SLEEPS times; its switch-ins meanwhile."""
+        before = self.switch_ins()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"x")
+        self.proc.stdin.flush()
+        self._expect(b"done\n")
+        return self.switch_ins() - before
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def _series(agent: Agent, instance: str, since_ns: int = 0) -> list[dict]:
+    """The instance's latest histogram counts, once it has sent a sample taken after ``since_ns``."""
+    series = [s for s in agent.get("/samples", name="eunomia_runqlat_latency_seconds_count", latest=True)
+              if s["labels"].get("instance") == instance]
+    return series if any(s["ts"] > since_ns for s in series) else []
+
+
+def _count_for(series: list[dict], pid: int) -> float:
+    return sum(s["value"] for s in series if s["labels"]["pid"] == str(pid))
+
+
+def recursion_misses(pid: int) -> int:
+    """How often the kernel skipped a BPF program of process ``pid`` because another BPF
+    program was running on that CPU (other tracers on this machine run concurrently)."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
+                total += sum(int(line.split()[1]) for line in fh if line.startswith("recursion_misses:"))
+        except OSError:
+            continue
+    return total
+
+
+def _check_count(counted: float, switch_ins: int, missed: int) -> None:
+    """One latency per switch-in of the child, never more; fewer only where a tracepoint did
+    not reach the tracer (each such loss costs at most one latency; see the module doc)."""
+    assert switch_ins > SLEEPS
+    allowance = missed + max(2, switch_ins // 50)
+    assert switch_ins - allowance <= counted <= switch_ins, (counted, switch_ins, missed)
+
+
+def _default_instance(agent: Agent) -> str:
+    return next(i["id"] for i in agent.instances() if i["tracer"] == "runqlat" and not i["args"])
+
+
+def test_per_process_histogram_of_a_sleeping_child(agent: Agent) -> None:
+    child = Sleeper()
+    inst = agent.start("runqlat", {"pid": child.pid, "pids": True})
+    try:
+        worker = agent.wait_state(inst["id"], "running")["pid"]
+        misses = recursion_misses(worker)
+        switch_ins = child.run()
+        done = time.time_ns()
+        missed = recursion_misses(worker) - misses
+        series = wait_for(lambda: _series(agent, inst["id"], done), 10, "a sample taken after the child's run")
+        counted = _count_for(series, child.pid)
+        _check_count(counted, switch_ins, missed)
+        # the pid filter applies to the task that waited: nothing else in this instance
+        assert {(s["labels"]["pid"], s["labels"]["comm"]) for s in series} == {(str(child.pid), child.name)}
+    finally:
+        agent.request("DELETE", f"/instances/{inst['id']}")
+        child.close()
+
+
+def test_unfiltered_histograms_skip_the_agent(agent: Agent) -> None:
+    default_id = _default_instance(agent)
+    child = Sleeper()
+    inst = agent.start("runqlat", ["-P"])
+    try:
+        worker = agent.wait_state(inst["id"], "running")["pid"]
+        misses = recursion_misses(worker)
+        switch_ins = child.run()
+        done = time.time_ns()
+        missed = recursion_misses(worker) - misses
+        series = wait_for(lambda: _series(agent, inst["id"], done), 10, "a sample taken after the child's run")
+        _check_count(_count_for(series, child.pid), switch_ins, missed)
+        assert {s["labels"]["comm"] for s in series if s["labels"]["pid"] == str(child.pid)} == {child.name}
+        # the agent's processes are not measured (nor labelled with their pids)
+        own = {agent.proc.pid} | agent.worker_pids()
+        assert not {int(s["labels"]["pid"]) for s in series} & own
+        # Without -P: a single system-wide histogram, pid and comm empty.
+        default = wait_for(lambda: _series(agent, default_id, done), 10, "the default instance's histogram")
+        assert [(s["labels"]["pid"], s["labels"]["comm"]) for s in default] == [("", "")]
+        assert default[0]["value"] >= SLEEPS
+    finally:
+        agent.request("DELETE", f"/instances/{inst['id']}")
+        child.close()
+
+
+THREADED = r"""
+import os, sys, threading, time
+def work():
+    tid = threading.get_native_id()
+    with open(f"/proc/self/task/{tid}/comm", "w") as fh:
+        fh.write(sys.argv[2])
+    for _ in range(int(sys.argv[3])):
+        time.sleep(0.001)
+    os.write(1, b"%d\n" % tid)
+    threading.Event().wait()
+with open("/proc/self/comm", "w") as fh:
+    fh.write(sys.argv[1])
+os.write(1, b"ready\n")
+os.read(0, 1)
+threading.Thread(target=work, daemon=True).start()
+os.read(0, 1)
+"""
+
+
+def _task_stat(pid: int, tid: int) -> tuple[bool, int]:
+    """(asleep and switched out, switch-ins) of one thread."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+        state = fh.read().rsplit(")", 1)[1].split()[0]
+    with open(f"/proc/{pid}/task/{tid}/wchan") as fh:
+        wchan = fh.read()
+    with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+        return state == "S" and wchan not in ("", "0"), int(fh.read().split()[2])
+
+
+def test_threads_count_under_their_process(agent: Agent) -> None:
+    """A thread the child starts after the tracer did is filtered and labelled by its process."""
+    main_name, thread_name = unique("eu-rqm"), unique("eu-rqt")
+    proc = subprocess.Popen([sys.executable, "-c", THREADED, main_name, thread_name, str(SLEEPS)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    inst = None
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        wait_for(lambda: _task_stat(proc.pid, proc.pid)[0], 10, "the child to block")
+        inst = agent.start("runqlat", {"pid": proc.pid, "pids": True})
+        worker = agent.wait_state(inst["id"], "running")["pid"]
+        misses = recursion_misses(worker)
+        main_before = _task_stat(proc.pid, proc.pid)[1]
+        proc.stdin.write(b"x")
+        proc.stdin.flush()
+        tid = int(proc.stdout.readline())
+        wait_for(lambda: _task_stat(proc.pid, tid)[0] and _task_stat(proc.pid, proc.pid)[0], 10,
+                 "both threads to block")
+        thread_switch_ins = _task_stat(proc.pid, tid)[1]  # all of them after the tracer started
+        switch_ins = thread_switch_ins + _task_stat(proc.pid, proc.pid)[1] - main_before
+        done = time.time_ns()
+        missed = recursion_misses(worker) - misses
+        series = wait_for(lambda: _series(agent, inst["id"], done), 10, "a sample taken after the run")
+        # every series is the child's process, the thread's under its own comm
+        assert {s["labels"]["pid"] for s in series} == {str(proc.pid)}
+        by_comm = {s["labels"]["comm"]: s["value"] for s in series}
+        assert by_comm.get(thread_name, 0) >= SLEEPS - missed - max(2, thread_switch_ins // 50)
+        _check_count(sum(by_comm.values()), switch_ins, missed)
+    finally:
+        if inst is not None:
+            agent.request("DELETE", f"/instances/{inst['id']}")
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
