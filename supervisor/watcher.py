@@ -144,5 +144,6 @@ class Watcher:
             "last_error_log": self.last_error_log,
             "state_since": self.sm.since,
             "worker": {k: v for k, v in self.worker.items()
-                       if k.endswith("_kib") or k in ("cpu_seconds", "produced", "sent", "hook_errors")},
+                       if k.endswith("_kib") or k in ("cpu_seconds", "produced", "sent", "hook_errors",
+                                                       "kernel_missed_runs")},
         }

@@ -91,16 +91,31 @@ class Worker:
             elif frame.type is FrameType.STOP:
                 self.stopping = True
 
+    def _missed_runs(self) -> int:
+        """Program runs the kernel skipped (``recursion_misses``): events lost before any map or buffer."""
+        missed = 0
+        for function in self.bpf.funcs.values():
+            try:
+                with open(f"/proc/self/fdinfo/{function.fd}") as fh:
+                    for line in fh:
+                        if line.startswith("recursion_misses:"):
+                            missed += int(line.split()[1])
+            except (OSError, ValueError):
+                continue
+        return missed
+
     def stats(self) -> dict[str, Any]:
-        kernel = 0
+        kernel = missed = 0
         if self.bpf is not None:
-            kernel = sum(int(v) for v in self.bpf["eunomia_drops"][0])
+            missed = self._missed_runs()
+            kernel = sum(int(v) for v in self.bpf["eunomia_drops"][0]) + missed
         return {
             "produced": self.produced,
             "sent": self.sent,
             "hook_dropped": self.hook_dropped,
             "ipc_dropped": self.sender.items_dropped,
-            "kernel_dropped": kernel,
+            "kernel_dropped": kernel,  # ring buffer or map full, plus missed program runs
+            "kernel_missed_runs": missed,
             "hook_errors": self.hook.errors if self.hook else 0,
             "hook_last_error": self.hook.last_error if self.hook else "",
             "cpu_seconds": sum(os.times()[:2]),
