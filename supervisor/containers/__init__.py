@@ -1,0 +1,1 @@
+"""Container and Kubernetes awareness: from a cgroup to a container, its image and its pod."""
