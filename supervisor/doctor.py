@@ -58,6 +58,12 @@ def run_checks(catalog: Catalog) -> dict[str, Any]:
     checks.append(Check("kprobes", "ok" if kprobes else "warn",
                         "available" if kprobes else "absent (no kprobe_events): kernel functions cannot be "
                         "traced; Eunomia's tracers use tracepoints, uprobes and perf events only"))
+    uprobes = tfs is not None and (tfs / "uprobe_events").exists()
+    checks.append(Check("uprobes", "ok" if uprobes else "warn",
+                        "available" if uprobes else "absent (no uprobe_events): funclatency, memleak cannot run"))
+    perf = Path("/proc/sys/kernel/perf_event_paranoid").exists()
+    checks.append(Check("perf events", "ok" if perf else "warn",
+                        "available" if perf else "absent (no perf_event_paranoid): profile cannot run"))
     v2_roots = (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))  # hybrid, then unified hierarchy
     cgroup2 = next((p for p in v2_roots if (p / "cgroup.procs").exists() and not (p / "tasks").exists()), None)
     checks.append(Check("cgroup v2", "ok" if cgroup2 else "warn",
@@ -67,6 +73,11 @@ def run_checks(catalog: Catalog) -> dict[str, Any]:
         points = [p.target for p in tracer.spec.probes if p.kind == "tracepoint"]
         missing = missing_tracepoints(points, tfs) if tfs else points
         reasons = [f"missing tracepoint {m}" for m in missing]
+        kinds = {p.kind for p in tracer.spec.probes}
+        if kinds & {"uprobe", "uretprobe"} and not uprobes:
+            reasons.append("needs uprobes, which this kernel lacks")
+        if "perf_event" in kinds and not perf:
+            reasons.append("needs perf events, which this kernel lacks")
         tracers.append({"name": tracer.name, "can_run": not reasons,
                         "reason": "; ".join(reasons) if reasons else "all probes available"})
     for folder, error in catalog.errors.items():

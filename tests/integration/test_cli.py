@@ -163,9 +163,10 @@ def test_doctor_reports_the_host_and_every_tracer() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     checks = {c["name"]: c for c in report["checks"]}
-    assert {"kernel", "BTF", "tracefs", "kernel headers", "bcc", "kprobes"} <= set(checks)
+    assert {"kernel", "BTF", "tracefs", "kernel headers", "bcc", "kprobes", "uprobes", "perf events"} <= set(checks)
+    assert checks["uprobes"]["status"] == checks["perf events"]["status"] == "ok"
     assert checks["tracefs"]["status"] == "ok"
     assert checks["kernel headers"]["detail"].split(":")[0] in ("exact", "approximate")
     tracers = {t["name"]: t for t in report["tracers"]}
-    for name in ("process", "opensnoop", "tcpconnect"):
+    for name in ("process", "opensnoop", "tcpconnect", "funclatency", "profile", "syscount"):
         assert tracers[name]["can_run"], tracers[name]
