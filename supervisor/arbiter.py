@@ -225,6 +225,11 @@ class Supervisor:
             return
         message = watcher.crash_message(code)
         now = time.monotonic()
+        if watcher.state is State.STARTING and watcher.hello_at is not None and code > 0 and not watcher.kill_reason:
+            # Exited (not killed) between hello and ready: the compile or load path itself
+            # failed (LLVM aborts the process on some errors). Deterministic: no retry loop.
+            message = f"load: the worker stopped while compiling or loading ({message})"
+            watcher.permanent_error = True
         if code == EXIT_PERMANENT or watcher.permanent_error:
             watcher.last_error = message
             watcher.sm.to(State.FATAL)
@@ -345,7 +350,9 @@ class Supervisor:
         if watcher.state not in (State.STARTING, State.RUNNING, State.STOPPING):
             return  # a late frame from a worker we already gave up on
         watcher.last_hb = now
-        if frame.type is FrameType.READY and watcher.state is State.STARTING:
+        if frame.type is FrameType.HELLO:
+            watcher.hello_at = now
+        elif frame.type is FrameType.READY and watcher.state is State.STARTING:
             watcher.ready_at = now
             watcher.start_latencies.append(now - watcher.spawned_at)
             watcher.sm.to(State.RUNNING)

@@ -52,6 +52,7 @@ class Watcher:
     permanent_error: bool = False
     kill_reason: str | None = None
     spawned_at: float = 0.0
+    hello_at: float | None = None  # the worker process is up and about to compile
     ready_at: float | None = None
     last_hb: float = 0.0
     next_hb_out: float = 0.0
@@ -90,7 +91,7 @@ class Watcher:
         self.proc.stdin.close()
         now = time.monotonic()
         self.spawned_at = self.last_hb = now
-        self.ready_at = None
+        self.hello_at = self.ready_at = None
         self.kill_reason = None
         self.permanent_error = False
         self.worker = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,8 +60,25 @@ def missing_tracepoints(targets: list[str], root: Path | None = None) -> list[st
 
 @contextlib.contextmanager
 def captured_stderr() -> Iterator[list[str]]:
-    """Redirect fd 2 into a temporary file; the list receives its text afterwards."""
+    """Collect what is written to fd 2 inside the block; the list receives the text afterwards.
+
+    When fd 2 is a file (the worker's log, under the supervisor) nothing is redirected: the
+    output is read back from where the block started. So when LLVM aborts the process in
+    the middle of a compile, its message is still in the log for the supervisor's report.
+    """
     out: list[str] = []
+    try:
+        start = os.lseek(2, 0, os.SEEK_END) if stat.S_ISREG(os.fstat(2).st_mode) else None
+    except OSError:
+        start = None
+    if start is not None:
+        try:
+            yield out
+        finally:
+            with open("/proc/self/fd/2", "rb") as log:
+                log.seek(start)
+                out.append(log.read().decode("utf-8", "replace"))
+        return
     saved = os.dup(2)
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
@@ -73,7 +91,7 @@ def captured_stderr() -> Iterator[list[str]]:
             text = tmp.read().decode("utf-8", "replace")
             out.append(text)
             if text:
-                os.write(2, text.encode())  # keep it in the worker's log as well
+                os.write(2, text.encode())
 
 
 def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

@@ -41,6 +41,15 @@ def _label_value(value: Any, label: dict[str, Any]) -> str:
     return str(value)
 
 
+def _count(leaf: Any) -> int:
+    """A map value: a ctypes u64, a plain int (batch reads), or one u64 per CPU."""
+    if isinstance(leaf, int):
+        return leaf
+    if hasattr(leaf, "value"):
+        return int(leaf.value)
+    return sum(int(v) for v in leaf)
+
+
 class MetricsReader:
     def __init__(self, bpf: Any, metrics: list[dict[str, Any]]) -> None:
         self.bpf = bpf
@@ -94,18 +103,15 @@ class MetricsReader:
         current: dict[Labels, dict[int, int]] = defaultdict(dict)
         histogram = metric["type"] == "histogram"
         drain = bool(metric.get("drain"))
-        for key, leaf in table.items():
+        # Draining reads and deletes each batch in one kernel operation: an increment lands
+        # before or after it, never in between and lost.
+        entries = table.items_lookup_and_delete_batch() if drain else table.items()
+        for key, leaf in entries:
             raw = key_layout.codec.unpack(bytes(key))
             labels = self._labels(metric, raw[:-1] if histogram else raw)
             slot = raw[-1] if histogram else 0
             bucket = current[labels]
-            value = int(leaf.value) if hasattr(leaf, "value") else sum(int(v) for v in leaf)
-            bucket[slot] = bucket.get(slot, 0) + value
-            if drain:
-                try:
-                    del table[key]
-                except KeyError:
-                    pass
+            bucket[slot] = bucket.get(slot, 0) + _count(leaf)
         if not drain:
             return current
         totals = self._totals[metric["name"]]

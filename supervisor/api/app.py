@@ -132,12 +132,13 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
 
     @app.get("/samples", tags=["store"], responses={503: {"description": "no store configured"}})
     def samples(
-        name: str | None = None, since: Annotated[int | None, Query(description="ns since the epoch")] = None,
+        name: str | None = None, instance: str | None = None,
+        since: Annotated[int | None, Query(description="ns since the epoch")] = None,
         latest: Annotated[bool, Query(description="only the newest sample of each series")] = False,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     ) -> list[dict[str, Any]]:
         if reader is None:
             raise HTTPException(503, "this agent runs without a store")
-        return reader.samples(name, since, limit, latest)
+        return reader.samples(name, since, limit, latest, instance)
 
     return app

@@ -52,6 +52,7 @@ def events(
 @app.command()
 def samples(
     name: str = typer.Option(None, help="only this metric (e.g. eunomia_tcp_connects_total)"),
+    instance: str = typer.Option(None, help="only this instance's series"),
     latest: bool = typer.Option(True, help="only the newest value of each series"),
     since: str = typer.Option(None, help="only this recent, e.g. 5m"),
     limit: int = typer.Option(200),
@@ -59,7 +60,7 @@ def samples(
     socket: Path = SocketOption,
 ) -> None:
     """Stored metric samples (by default the newest value of each series)."""
-    params = {k: v for k, v in {"name": name, "latest": latest, "since": parse_since(since),
+    params = {k: v for k, v in {"name": name, "instance": instance, "latest": latest, "since": parse_since(since),
                                 "limit": limit}.items() if v is not None}
     for sample in Client(socket).request("GET", "/samples", params=params):
         if as_json:

@@ -57,12 +57,15 @@ class StoreReader:
         return out
 
     def samples(self, name: str | None = None, since_ns: int | None = None, limit: int = 1000,
-                latest: bool = False) -> list[dict[str, Any]]:
+                latest: bool = False, instance: str | None = None) -> list[dict[str, Any]]:
         """Samples newest first; with ``latest``, only the newest sample of each series."""
         where, params = [], []
         if name is not None:
             where.append("series.name = ?")
             params.append(name)
+        if instance is not None:
+            where.append("json_extract(series.labels, '$.instance') = ?")
+            params.append(instance)
         if since_ns is not None:
             where.append("samples.ts >= ?")
             params.append(since_ns)

@@ -124,6 +124,14 @@ def test_missing_tracepoint_and_invalid_spec_are_reported_without_restarts(tmp_p
         "name: broken\ndescription: bad field type\nprobes:\n  - tracepoint: sched:sched_process_exec\n"
         "event:\n  fields:\n    - {name: x, type: u128}\n")
     (extra / "broken" / "program.bpf.c").write_text("\n")
+    (extra / "bigstack").mkdir()  # LLVM's back end aborts the worker process on this one
+    (extra / "bigstack" / "tracer.yaml").write_text(
+        "name: bigstack\ndescription: more than 512 bytes of stack\n"
+        "probes:\n  - tracepoint: sched:sched_process_exec\nevent:\n  fields: []\n")
+    (extra / "bigstack" / "program.bpf.c").write_text(
+        '#include "eunomia.h"\nstruct event { struct eunomia_header hdr; };\n'
+        "TRACEPOINT_PROBE(sched, sched_process_exec) { char big[1024];\n"
+        "  bpf_get_current_comm(big, sizeof(big)); return big[3] + big[700]; }\n")
     agent = Agent(tmp_path / "agent", tracers=[], extra=["--tracer-path", str(extra)])
     try:
         agent.wait_running()
@@ -137,5 +145,10 @@ def test_missing_tracepoint_and_invalid_spec_are_reported_without_restarts(tmp_p
         info = agent.wait_state(inst["id"], "fatal", timeout=30)
         assert info["restarts"] == 0
         assert info["last_error"] == "tracepoint: tracepoint(s) not available on this kernel: sched:sched_no_such_event"
+        inst = agent.start("bigstack")
+        info = agent.wait_state(inst["id"], "fatal", timeout=30)
+        assert info["restarts"] == 0
+        assert info["last_error"].startswith("load: the worker stopped while compiling or loading")
+        assert "BPF stack limit of 512 bytes is exceeded" in info["last_error"]
     finally:
         assert agent.stop() == 0

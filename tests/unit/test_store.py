@@ -83,6 +83,11 @@ def test_samples_latest_per_series(tmp_path: Path) -> None:
     assert {(tuple(s["labels"].items()), s["ts"], s["value"]) for s in latest} == {
         ((("a", "1"),), t0 + 100, 3.0), ((("a", "2"),), t0, 5.0)}
     assert len(reader.samples("m_total")) == 3
+    writer2 = StoreWriter(tmp_path / "s.db")
+    writer2.start()
+    writer2.submit_samples(t0, [("m_total", {"instance": "x-1"}, 7.0), ("m_total", {"instance": "x-2"}, 8.0)])
+    writer2.close()
+    assert [s["value"] for s in reader.samples("m_total", latest=True, instance="x-2")] == [8.0]
 
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
