@@ -225,7 +225,8 @@ class Supervisor:
             return
         message = watcher.crash_message(code)
         now = time.monotonic()
-        if watcher.state is State.STARTING and watcher.hello_at is not None and code > 0 and not watcher.kill_reason:
+        unexplained = code not in (0, EXIT_PERMANENT) and not watcher.permanent_error and not watcher.kill_reason
+        if watcher.state is State.STARTING and watcher.hello_at is not None and code > 0 and unexplained:
             # Exited (not killed) between hello and ready: the compile or load path itself
             # failed (LLVM aborts the process on some errors). Deterministic: no retry loop.
             message = f"load: the worker stopped while compiling or loading ({message})"
