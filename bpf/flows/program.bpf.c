@@ -1,0 +1,415 @@
+/* flows: TCP bytes and connections per (process, local address, remote address, server
+ * port): what a service map is drawn from. Tracepoints only, no socket struct read.
+ *
+ *   sock:inet_sock_set_state  each socket's addresses, ports and role, and its owner,
+ *       keyed by the socket's address (an opaque key, never dereferenced):
+ *         CLOSE → SYN_SENT   connect(2): a client socket, owned by the connecting task;
+ *         CLOSE → LISTEN     listen(2): a listener, owned by the listening task;
+ *         LISTEN → SYN_RECV  a connection accepted from a listener: a server socket,
+ *                            owned by the task that listened on that local port;
+ *         → ESTABLISHED      the addresses are rendered as text, and the connection is
+ *                            counted for its owner (flows_connections_total).
+ *   tcp:tcp_rcv_space_adjust  runs in recvmsg(2): the addresses of a socket older than the
+ *       tracer, learnt at its first receive (its role stays unknown).
+ *   sock:sock_send_length / sock:sock_recv_length  run in sendmsg(2)/recvmsg(2) (and
+ *       write/read/sendto/…) in the caller's context: the bytes are counted for the task
+ *       doing the I/O, which is current, under the socket's addresses and port.
+ *
+ * Labels can only be integers and strings, so addresses are rendered into text in the
+ * kernel, once per socket, as inet_ntop(3) writes them. The port label is the server's
+ * port: the remote port of a client socket, the local port of a server socket (the remote
+ * one would be an ephemeral port, a new series per connection); of a socket of unknown
+ * role, the remote port. Sockets the tracer knows nothing of (idle since before it
+ * started) are counted with empty addresses and port 0.
+ */
+#include "eunomia.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define MSG_PEEK 2
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+#define TCP_LISTEN 10
+#define ADDR_TEXT_LEN 40
+
+enum { ROLE_UNKNOWN = 0, ROLE_CLIENT = 1, ROLE_SERVER = 2 };
+
+#ifndef FILTER_PORT
+#define FILTER_PORT 0
+#endif
+/* With -p or -n, a connection whose owner is unknown cannot match: it is not counted. */
+#define FILTER_ACTIVE (EUNOMIA_FILTER_PID != 0 || EUNOMIA_FILTER_COMM_SET != 0)
+
+/* ---- IP address → text in the kernel (metric labels are only integers or strings) ----
+ * Branch-free code: a branch per digit or group would multiply the paths the verifier
+ * walks (two addresses per program run would exceed its limit), and loops that are not
+ * unrolled keep the stack small. Every step writes its characters at buf[pos..]
+ * unconditionally and advances pos only over the characters it keeps; whatever lies
+ * beyond the final pos is cleared at the end. The result matches inet_ntop(3) (glibc). */
+struct addr_text {
+    char s[64];
+};
+
+/* 1 if x > c, without a branch (x, c < 2^63). The empty asm hides the value's origin
+ * from the compiler, which would otherwise turn this back into a comparison. */
+static __always_inline u64 gt(u64 x, u64 c)
+{
+    u64 d = c - x;
+    asm volatile("" : "+r"(d));
+    return d >> 63;
+}
+
+static __always_inline u64 eq(u64 x, u64 c)
+{
+    return 1 - gt(x, c) - gt(c, x);
+}
+
+/* Writes c at buf[pos]; keeps it (returns pos + 1) only if `keep`. */
+static __always_inline u32 put_char(char *buf, u32 pos, u64 c, u64 keep)
+{
+    buf[pos & 63] = (char)c;
+    return pos + (u32)keep;
+}
+
+/* A decimal 0..255 without leading zeros: writes 3 characters, keeps 1 to 3 (if `keep`). */
+static __always_inline u32 put_dec8(char *buf, u32 pos, u64 v, u64 keep)
+{
+    u64 nd = 1 + gt(v, 9) + gt(v, 99);
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        u64 e = nd - 1 - k;  /* this character's power of ten; "negative" past the end */
+        u64 pow = 1 + 9 * gt(e, 0) + 90 * gt(e, 1);
+        buf[(pos + k) & 63] = '0' + (v / pow) % 10;
+    }
+    return pos + (u32)(nd * keep);
+}
+
+/* A 16-bit group in lowercase hex without leading zeros: writes 4, keeps 1 to 4 (if `keep`). */
+static __always_inline u32 put_hex16(char *buf, u32 pos, u64 w, u64 keep)
+{
+    u64 nd = 1 + gt(w, 0xf) + gt(w, 0xff) + gt(w, 0xfff);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        u64 n = (w >> (((nd - 1 - k) & 3) * 4)) & 0xf;
+        buf[(pos + k) & 63] = '0' + n + 39 * gt(n, 9);
+    }
+    return pos + (u32)(nd * keep);
+}
+
+static __always_inline u32 put_ipv4(char *buf, u32 pos, const u8 *a, u64 keep)
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (i)
+            pos = put_char(buf, pos, '.', keep);
+        pos = put_dec8(buf, pos, a[i], keep);
+    }
+    return pos;
+}
+
+/* The address as inet_ntop(3) (glibc) writes it: IPv4 dotted; IPv6 in lowercase hex
+ * groups, the longest run (the first of equals) of two or more zero groups as "::", and
+ * an IPv4-mapped (::ffff:a.b.c.d) or IPv4-compatible (::a.b.c.d) address with its IPv4
+ * part dotted. buf ends NUL-terminated and zero-filled to 64 bytes (at most 40 used). */
+static __always_inline void format_addr(char *buf, u16 family, const u8 *a)
+{
+    u32 pos = 0;
+    if (family == AF_INET) {
+        pos = put_ipv4(buf, pos, a, 1);
+    } else {
+        /* The first longest run of zero groups, scanning from the end: run = zero groups
+         * from i on; >= lets an earlier run of equal length win. */
+        u64 run = 0, best_base = 0, best_len = 0;
+#pragma clang loop unroll(disable)
+        for (int i = 7; i >= 0; i--) {
+            u64 group = ((u64)a[2 * i] << 8) | a[2 * i + 1];
+            run = (1 - gt(group, 0)) * (1 + run);
+            u64 better = gt(run + 1, best_len);
+            best_base += better * (i - best_base);
+            best_len += better * (run - best_len);
+        }
+        u64 compress = gt(best_len, 1);
+        u64 mapped = eq(best_len, 5) * eq(((u64)a[10] << 8) | a[11], 0xffff);  /* ::ffff:a.b.c.d */
+        u64 v4tail = compress * eq(best_base, 0) * (eq(best_len, 6) + mapped);
+#pragma clang loop unroll(disable)
+        for (int i = 0; i < 8; i++) {
+            u64 group = ((u64)a[2 * i] << 8) | a[2 * i + 1];
+            u64 in_run = compress * gt(i + 1, best_base) * gt(best_base + best_len, i);
+            u64 first = in_run * eq(i, best_base);
+            u64 shown = (1 - in_run) * (i == 7 ? 1 - v4tail : 1);
+            pos = put_char(buf, pos, ':', first + (i ? shown : 0));
+            if (i == 6) {
+                pos = put_hex16(buf, pos, group, shown * (1 - v4tail));
+                pos = put_ipv4(buf, pos, a + 12, v4tail);
+            } else {
+                pos = put_hex16(buf, pos, group, shown);
+            }
+        }
+        pos = put_char(buf, pos, ':', compress * eq(best_base + best_len, 8));
+    }
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < 64; i++)  /* clear from pos on */
+        buf[i] &= (char)(0 - gt(pos, i));
+}
+
+/* -------- per-socket records -------- */
+
+struct flow {            /* the labels that describe the socket (see struct flow_key) */
+    u16 port;
+    u16 family;          /* 4 or 6 */
+    u32 role;
+    char laddr[ADDR_TEXT_LEN];
+    char raddr[ADDR_TEXT_LEN];
+};
+
+struct owner {
+    u32 pid;
+    u32 known;
+    u32 skip;            /* the owner is the agent, or outside -p/-n */
+    char comm[16];
+};
+
+struct sock_rec {
+    struct flow flow;
+    struct owner owner;
+    u16 lport;
+    u16 rport;
+    u32 rendered;        /* flow.laddr/raddr are filled */
+};
+
+struct listen_key {
+    u16 family;
+    u16 port;
+};
+
+struct listener {
+    struct owner owner;
+    u64 skaddr;
+};
+
+BPF_TABLE("lru_hash", u64, struct sock_rec, socks, 65536);
+BPF_TABLE("lru_hash", struct listen_key, struct listener, listeners, 4096);
+
+/* -------- the counters -------- */
+
+struct flow_key {
+    u32 pid;
+    struct flow flow;    /* port, family, role, laddr, raddr */
+    char comm[16];
+};
+BPF_HASH(flows_sent_bytes_total, struct flow_key, u64, 16384);
+BPF_HASH(flows_received_bytes_total, struct flow_key, u64, 16384);
+BPF_HASH(flows_connections_total, struct flow_key, u64, 16384);
+
+struct work {            /* too big for the 512-byte stack */
+    u8 saddr[16];
+    u8 daddr[16];
+    struct addr_text text;
+    struct sock_rec rec;
+    struct flow_key key;
+};
+BPF_PERCPU_ARRAY(work_scratch, struct work, 1);
+
+static __always_inline struct work *work(void)
+{
+    int zero = 0;
+    return work_scratch.lookup(&zero);
+}
+
+static __always_inline void owner_from_current(struct owner *o)
+{
+    o->pid = bpf_get_current_pid_tgid() >> 32;
+    o->known = 1;
+    o->skip = eunomia_skip_current();
+    bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
+static __always_inline void add(u64 *count, u64 n)
+{
+    if (count)
+        __sync_fetch_and_add(count, n);
+    else
+        eunomia_count_drop();  /* the map is full until the next read drains it */
+}
+
+/* Fill w->rec.flow's addresses and ports from addresses already in w->saddr/daddr. */
+static __always_inline void render(struct work *w, u16 family, u16 sport, u16 dport)
+{
+    struct sock_rec *r = &w->rec;
+    r->flow.family = family == AF_INET6 ? 6 : 4;
+    r->lport = sport;
+    r->rport = dport;
+    r->flow.port = r->flow.role == ROLE_SERVER ? sport : dport;
+    format_addr(w->text.s, family, w->saddr);
+    __builtin_memcpy(r->flow.laddr, w->text.s, ADDR_TEXT_LEN);
+    format_addr(w->text.s, family, w->daddr);
+    __builtin_memcpy(r->flow.raddr, w->text.s, ADDR_TEXT_LEN);
+    r->rendered = 1;
+}
+
+static __always_inline int port_matches(u16 lport, u16 rport)
+{
+    return !FILTER_PORT || lport == FILTER_PORT || rport == FILTER_PORT;
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    int oldstate = args->oldstate;
+    int newstate = args->newstate;
+    u16 family = args->family;
+    u16 sport = args->sport;
+    u16 dport = args->dport;
+    struct listen_key lk = {.family = family, .port = sport};
+
+    if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
+        struct listener *l = listeners.lookup(&lk);
+        if (l && l->skaddr == sk)
+            listeners.delete(&lk);
+        socks.delete(&sk);
+        return 0;
+    }
+    struct work *w = work();
+    if (!w)
+        return 0;
+    struct sock_rec *r = &w->rec;
+    if (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) {
+        /* connect(2) or listen(2): a new socket, whose owner is current */
+        __builtin_memset(r, 0, sizeof(*r));
+        r->flow.role = newstate == TCP_SYN_SENT ? ROLE_CLIENT : ROLE_UNKNOWN;
+        owner_from_current(&r->owner);
+        if (newstate == TCP_LISTEN) {
+            struct listener l = {.skaddr = sk};
+            __builtin_memcpy(&l.owner, &r->owner, sizeof(l.owner));
+            if (listeners.update(&lk, &l) != 0)
+                eunomia_count_drop();
+        }
+        if (socks.update(&sk, r) != 0)
+            eunomia_count_drop();
+        return 0;
+    }
+    if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
+        /* a connection accepted from a listener: owned by whoever listened on the port */
+        __builtin_memset(r, 0, sizeof(*r));
+        r->flow.role = ROLE_SERVER;
+        struct listener *l = listeners.lookup(&lk);
+        if (l)
+            __builtin_memcpy(&r->owner, &l->owner, sizeof(r->owner));
+        if (socks.update(&sk, r) != 0)
+            eunomia_count_drop();
+        return 0;
+    }
+    if (newstate != TCP_ESTABLISHED)
+        return 0;
+
+    /* Established: render the addresses once, and count the connection for its owner. */
+    struct sock_rec *known = socks.lookup(&sk);
+    if (known)
+        __builtin_memcpy(r, known, sizeof(*r));
+    else
+        __builtin_memset(r, 0, sizeof(*r));  /* its start predates the tracer */
+    if (family == AF_INET) {
+        __builtin_memset(w->saddr, 0, sizeof(w->saddr));
+        __builtin_memset(w->daddr, 0, sizeof(w->daddr));
+        bpf_probe_read_kernel(w->saddr, 4, args->saddr);
+        bpf_probe_read_kernel(w->daddr, 4, args->daddr);
+    } else {
+        bpf_probe_read_kernel(w->saddr, 16, args->saddr_v6);
+        bpf_probe_read_kernel(w->daddr, 16, args->daddr_v6);
+    }
+    render(w, family, sport, dport);
+    if (socks.update(&sk, r) != 0)
+        eunomia_count_drop();
+
+    if (!port_matches(sport, dport) || (r->owner.known ? r->owner.skip : FILTER_ACTIVE))
+        return 0;
+    struct flow_key *key = &w->key;
+    key->pid = r->owner.pid;
+    __builtin_memcpy(&key->flow, &r->flow, sizeof(key->flow));
+    __builtin_memcpy(key->comm, r->owner.comm, sizeof(key->comm));
+    u64 zero = 0;
+    add(flows_connections_total.lookup_or_try_init(key, &zero), 1);
+    return 0;
+}
+
+/* recvmsg(2) of a socket: learn the addresses of one older than the tracer. */
+TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
+{
+    u64 sk = (u64)args->skaddr;
+    struct sock_rec *known = socks.lookup(&sk);
+    if (known && known->rendered)
+        return 0;
+    struct work *w = work();
+    if (!w)
+        return 0;
+    u16 family = args->family;
+    struct sock_rec *r = &w->rec;
+    if (known)
+        __builtin_memcpy(r, known, sizeof(*r));
+    else
+        __builtin_memset(r, 0, sizeof(*r));
+    if (family == AF_INET) {  /* the arrays sit unaligned in this record: copy with a helper */
+        __builtin_memset(w->saddr, 0, sizeof(w->saddr));
+        __builtin_memset(w->daddr, 0, sizeof(w->daddr));
+        bpf_probe_read_kernel(w->saddr, 4, args->saddr);
+        bpf_probe_read_kernel(w->daddr, 4, args->daddr);
+    } else {
+        bpf_probe_read_kernel(w->saddr, 16, args->saddr_v6);
+        bpf_probe_read_kernel(w->daddr, 16, args->daddr_v6);
+    }
+    render(w, family, args->sport, args->dport);
+    if (socks.update(&sk, r) != 0)
+        eunomia_count_drop();
+    return 0;
+}
+
+/* Bytes: counted for the task doing the I/O (current), under the socket's flow. */
+static __always_inline int count_bytes(void *skp, u16 family, u16 protocol, int ret, int sending)
+{
+    if (protocol != IPPROTO_TCP || ret <= 0)
+        return 0;
+    if (eunomia_skip_current())
+        return 0;
+    u64 sk = (u64)skp;
+    struct work *w = work();
+    if (!w)
+        return 0;
+    struct flow_key *key = &w->key;
+    struct sock_rec *r = socks.lookup(&sk);
+    if (r && r->rendered) {
+        if (!port_matches(r->lport, r->rport))
+            return 0;
+        __builtin_memcpy(&key->flow, &r->flow, sizeof(key->flow));
+    } else {
+        if (FILTER_PORT)
+            return 0;  /* ports unknown */
+        __builtin_memset(&key->flow, 0, sizeof(key->flow));
+        key->flow.family = family == AF_INET6 ? 6 : 4;
+        key->flow.role = r ? r->flow.role : ROLE_UNKNOWN;
+    }
+    key->pid = bpf_get_current_pid_tgid() >> 32;
+    bpf_get_current_comm(&key->comm, sizeof(key->comm));
+    u64 zero = 0;
+    if (sending)
+        add(flows_sent_bytes_total.lookup_or_try_init(key, &zero), (u64)ret);
+    else
+        add(flows_received_bytes_total.lookup_or_try_init(key, &zero), (u64)ret);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    return count_bytes(args->sk, args->family, args->protocol, args->ret, 1);
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+    if (args->flags & MSG_PEEK)
+        return 0;  /* peeked data is received again later */
+    return count_bytes(args->sk, args->family, args->protocol, args->ret, 0);
+}

@@ -1,0 +1,369 @@
+/* tcprtt: the smoothed round-trip time of TCP connections as a log2 histogram in the
+ * kernel, like bcc's tcprtt, from tcp:tcp_probe.
+ *
+ * tcp_probe fires in tcp_rcv_established() for every segment an ESTABLISHED socket
+ * receives (data or pure ACK), with the socket's addresses and ports and its srtt, which
+ * the tracepoint stores as tp->srtt_us >> 3: microseconds (the kernel keeps srtt in
+ * 1/8 µs). It runs in softirq, where the current task is unrelated to the socket: the
+ * owner comes from sock:inet_sock_set_state, kept in a map keyed by the socket's address
+ * (an opaque key, never dereferenced), as in tcpretrans: the task that called connect()
+ * or listen(); for a connection accepted from a listener, the task that listened on its
+ * local port; for a socket opened before the tracer started, the task that closes it.
+ * The -p/--pid and -n/--comm filters apply to that owner; sockets of unknown owner are
+ * left out under them.
+ *
+ * With -b/-B the histogram is split by local/remote address, rendered as text in the
+ * kernel (metric labels are integers or strings): each socket's text is made once and
+ * cached by its sock_cookie, which the kernel never reuses.
+ */
+#include "eunomia.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
+#define TCP_CLOSE 7
+#define TCP_LAST_ACK 9
+#define TCP_LISTEN 10
+#define ADDR_TEXT_LEN 40
+
+#ifndef FILTER_LPORT
+#define FILTER_LPORT 0
+#endif
+#ifndef FILTER_RPORT
+#define FILTER_RPORT 0
+#endif
+#ifndef BY_LADDR
+#define BY_LADDR 0
+#endif
+#ifndef BY_RADDR
+#define BY_RADDR 0
+#endif
+#ifndef BY_LPORT
+#define BY_LPORT 0
+#endif
+#ifndef BY_RPORT
+#define BY_RPORT 0
+#endif
+#ifndef EMIT_EVENTS
+#define EMIT_EVENTS 0
+#endif
+/* With -p or -n, a socket whose owner is unknown cannot match: it is left out. */
+#define FILTER_ACTIVE (EUNOMIA_FILTER_PID != 0 || EUNOMIA_FILTER_COMM_SET != 0)
+
+struct event {
+    struct eunomia_header hdr;
+    u64 sock_cookie;
+    u32 srtt_us;
+    u32 snd_cwnd;
+    u16 family;
+    u16 lport;
+    u16 rport;
+    u8 laddr[16];
+    u8 raddr[16];
+};
+
+/* ---- IP address → text in the kernel (metric labels are only integers or strings) ----
+ * Branch-free code: a branch per digit or group would multiply the paths the verifier
+ * walks (two addresses per program run would exceed its limit), and loops that are not
+ * unrolled keep the stack small. Every step writes its characters at buf[pos..]
+ * unconditionally and advances pos only over the characters it keeps; whatever lies
+ * beyond the final pos is cleared at the end. The result matches inet_ntop(3) (glibc). */
+struct addr_text {
+    char s[64];
+};
+
+/* 1 if x > c, without a branch (x, c < 2^63). The empty asm hides the value's origin
+ * from the compiler, which would otherwise turn this back into a comparison. */
+static __always_inline u64 gt(u64 x, u64 c)
+{
+    u64 d = c - x;
+    asm volatile("" : "+r"(d));
+    return d >> 63;
+}
+
+static __always_inline u64 eq(u64 x, u64 c)
+{
+    return 1 - gt(x, c) - gt(c, x);
+}
+
+/* Writes c at buf[pos]; keeps it (returns pos + 1) only if `keep`. */
+static __always_inline u32 put_char(char *buf, u32 pos, u64 c, u64 keep)
+{
+    buf[pos & 63] = (char)c;
+    return pos + (u32)keep;
+}
+
+/* A decimal 0..255 without leading zeros: writes 3 characters, keeps 1 to 3 (if `keep`). */
+static __always_inline u32 put_dec8(char *buf, u32 pos, u64 v, u64 keep)
+{
+    u64 nd = 1 + gt(v, 9) + gt(v, 99);
+#pragma unroll
+    for (int k = 0; k < 3; k++) {
+        u64 e = nd - 1 - k;  /* this character's power of ten; "negative" past the end */
+        u64 pow = 1 + 9 * gt(e, 0) + 90 * gt(e, 1);
+        buf[(pos + k) & 63] = '0' + (v / pow) % 10;
+    }
+    return pos + (u32)(nd * keep);
+}
+
+/* A 16-bit group in lowercase hex without leading zeros: writes 4, keeps 1 to 4 (if `keep`). */
+static __always_inline u32 put_hex16(char *buf, u32 pos, u64 w, u64 keep)
+{
+    u64 nd = 1 + gt(w, 0xf) + gt(w, 0xff) + gt(w, 0xfff);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        u64 n = (w >> (((nd - 1 - k) & 3) * 4)) & 0xf;
+        buf[(pos + k) & 63] = '0' + n + 39 * gt(n, 9);
+    }
+    return pos + (u32)(nd * keep);
+}
+
+static __always_inline u32 put_ipv4(char *buf, u32 pos, const u8 *a, u64 keep)
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (i)
+            pos = put_char(buf, pos, '.', keep);
+        pos = put_dec8(buf, pos, a[i], keep);
+    }
+    return pos;
+}
+
+/* The address as inet_ntop(3) (glibc) writes it: IPv4 dotted; IPv6 in lowercase hex
+ * groups, the longest run (the first of equals) of two or more zero groups as "::", and
+ * an IPv4-mapped (::ffff:a.b.c.d) or IPv4-compatible (::a.b.c.d) address with its IPv4
+ * part dotted. buf ends NUL-terminated and zero-filled to 64 bytes (at most 40 used). */
+static __always_inline void format_addr(char *buf, u16 family, const u8 *a)
+{
+    u32 pos = 0;
+    if (family == AF_INET) {
+        pos = put_ipv4(buf, pos, a, 1);
+    } else {
+        /* The first longest run of zero groups, scanning from the end: run = zero groups
+         * from i on; >= lets an earlier run of equal length win. */
+        u64 run = 0, best_base = 0, best_len = 0;
+#pragma clang loop unroll(disable)
+        for (int i = 7; i >= 0; i--) {
+            u64 group = ((u64)a[2 * i] << 8) | a[2 * i + 1];
+            run = (1 - gt(group, 0)) * (1 + run);
+            u64 better = gt(run + 1, best_len);
+            best_base += better * (i - best_base);
+            best_len += better * (run - best_len);
+        }
+        u64 compress = gt(best_len, 1);
+        u64 mapped = eq(best_len, 5) * eq(((u64)a[10] << 8) | a[11], 0xffff);  /* ::ffff:a.b.c.d */
+        u64 v4tail = compress * eq(best_base, 0) * (eq(best_len, 6) + mapped);
+#pragma clang loop unroll(disable)
+        for (int i = 0; i < 8; i++) {
+            u64 group = ((u64)a[2 * i] << 8) | a[2 * i + 1];
+            u64 in_run = compress * gt(i + 1, best_base) * gt(best_base + best_len, i);
+            u64 first = in_run * eq(i, best_base);
+            u64 shown = (1 - in_run) * (i == 7 ? 1 - v4tail : 1);
+            pos = put_char(buf, pos, ':', first + (i ? shown : 0));
+            if (i == 6) {
+                pos = put_hex16(buf, pos, group, shown * (1 - v4tail));
+                pos = put_ipv4(buf, pos, a + 12, v4tail);
+            } else {
+                pos = put_hex16(buf, pos, group, shown);
+            }
+        }
+        pos = put_char(buf, pos, ':', compress * eq(best_base + best_len, 8));
+    }
+#pragma clang loop unroll(disable)
+    for (int i = 0; i < 64; i++)  /* clear from pos on */
+        buf[i] &= (char)(0 - gt(pos, i));
+}
+
+/* -------- socket owners (as in tcpretrans) -------- */
+
+struct owner {
+    struct eunomia_header hdr;  /* hdr.ts unused */
+    u8 skip;                    /* the owner is the agent, or outside -p/-n */
+};
+
+struct listen_key {
+    u16 family;
+    u16 port;
+};
+
+struct listener {
+    struct owner owner;
+    u64 skaddr;
+};
+
+BPF_TABLE("lru_hash", u64, struct owner, owners, 65536);
+BPF_TABLE("lru_hash", struct listen_key, struct listener, listeners, 4096);
+
+static __always_inline void owner_from_current(struct owner *o)
+{
+    o->skip = eunomia_skip_current();
+    eunomia_fill_header(&o->hdr);
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    if (args->protocol != IPPROTO_TCP)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    int oldstate = args->oldstate;
+    int newstate = args->newstate;
+    struct listen_key lk = {.family = args->family, .port = args->sport};
+
+    if (newstate == TCP_CLOSE) {
+        owners.delete(&sk);
+        if (oldstate == TCP_LISTEN) {
+            struct listener *l = listeners.lookup(&lk);
+            if (l && l->skaddr == sk)
+                listeners.delete(&lk);
+        }
+        return 0;
+    }
+    if (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) {
+        struct owner o = {};
+        owner_from_current(&o);  /* connect(2) or listen(2): the owner is current */
+        if (owners.update(&sk, &o) != 0)
+            eunomia_count_drop();
+        if (newstate == TCP_LISTEN) {
+            struct listener l = {.skaddr = sk};
+            __builtin_memcpy(&l.owner, &o, sizeof(o));
+            if (listeners.update(&lk, &l) != 0)
+                eunomia_count_drop();
+        }
+        return 0;
+    }
+    if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
+        struct listener *l = listeners.lookup(&lk);
+        if (l && owners.update(&sk, &l->owner) != 0)
+            eunomia_count_drop();
+        return 0;
+    }
+    if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && !owners.lookup(&sk)) {
+        struct owner o = {};
+        owner_from_current(&o);  /* close(2)/shutdown(2) of a socket older than the tracer */
+        if (owners.update(&sk, &o) != 0)
+            eunomia_count_drop();
+    }
+    return 0;
+}
+
+/* -------- the histogram -------- */
+
+struct hist_key {
+    u16 lport;
+    u16 rport;
+    char laddr[ADDR_TEXT_LEN];
+    char raddr[ADDR_TEXT_LEN];
+    u32 slot;
+};
+BPF_HASH(tcprtt_srtt_seconds, struct hist_key, u64, 10240);
+
+struct addr_texts {
+    char laddr[ADDR_TEXT_LEN];
+    char raddr[ADDR_TEXT_LEN];
+};
+BPF_TABLE("lru_hash", u64, struct addr_texts, texts, 16384);  /* sock_cookie → addresses as text */
+
+struct work {  /* too big for the 512-byte stack */
+    u8 sa[28];
+    u8 da[28];
+    u8 laddr[16];
+    u8 raddr[16];
+    struct hist_key key;
+    struct addr_texts texts;
+    struct addr_text text;
+};
+BPF_PERCPU_ARRAY(work_scratch, struct work, 1);
+
+/* The address inside a struct sockaddr_in or sockaddr_in6, as tcp_probe stores them. */
+static __always_inline void sockaddr_addr(u8 out[16], const u8 sa[28], u16 family)
+{
+    if (family == AF_INET) {
+        __builtin_memset(out, 0, 16);
+        __builtin_memcpy(out, sa + 4, 4);    /* sin_family, sin_port, sin_addr */
+    } else {
+        __builtin_memcpy(out, sa + 8, 16);   /* sin6_family, sin6_port, sin6_flowinfo, sin6_addr */
+    }
+}
+
+TRACEPOINT_PROBE(tcp, tcp_probe)
+{
+    u16 family = args->family;
+    if (family != AF_INET && family != AF_INET6)
+        return 0;
+    u16 lport = args->sport;
+    u16 rport = args->dport;
+    if ((FILTER_LPORT && lport != FILTER_LPORT) || (FILTER_RPORT && rport != FILTER_RPORT))
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    struct owner *o = owners.lookup(&sk);
+    if (o ? o->skip : FILTER_ACTIVE)
+        return 0;
+    u32 srtt = args->srtt;
+    u64 cookie = args->sock_cookie;
+
+    int zero = 0;
+    struct work *w = work_scratch.lookup(&zero);
+    if (!w)
+        return 0;
+    /* The tracepoint's own sockaddr arrays, copied with a helper (daddr sits unaligned). */
+    bpf_probe_read_kernel(w->sa, sizeof(w->sa), args->saddr);
+    bpf_probe_read_kernel(w->da, sizeof(w->da), args->daddr);
+    sockaddr_addr(w->laddr, w->sa, family);
+    sockaddr_addr(w->raddr, w->da, family);
+    struct hist_key *key = &w->key;
+    __builtin_memset(key, 0, sizeof(*key));
+    key->lport = BY_LPORT ? lport : 0;
+    key->rport = BY_RPORT ? rport : 0;
+    key->slot = bpf_log2l(srtt);
+#if BY_LADDR || BY_RADDR
+    struct addr_texts *t = texts.lookup(&cookie);
+    if (!t) {
+        t = &w->texts;
+        __builtin_memset(t, 0, sizeof(*t));
+        if (BY_LADDR) {
+            format_addr(w->text.s, family, w->laddr);
+            __builtin_memcpy(t->laddr, w->text.s, ADDR_TEXT_LEN);
+        }
+        if (BY_RADDR) {
+            format_addr(w->text.s, family, w->raddr);
+            __builtin_memcpy(t->raddr, w->text.s, ADDR_TEXT_LEN);
+        }
+        if (texts.update(&cookie, t) != 0)
+            eunomia_count_drop();
+    }
+    __builtin_memcpy(key->laddr, t->laddr, ADDR_TEXT_LEN);
+    __builtin_memcpy(key->raddr, t->raddr, ADDR_TEXT_LEN);
+#endif
+    u64 zero64 = 0;
+    u64 *count = tcprtt_srtt_seconds.lookup_or_try_init(key, &zero64);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+
+    if (!EMIT_EVENTS)
+        return 0;
+    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    if (!e) {
+        eunomia_count_drop();
+        return 0;
+    }
+    if (o)
+        __builtin_memcpy(&e->hdr, &o->hdr, sizeof(e->hdr));
+    else
+        __builtin_memset(&e->hdr, 0, sizeof(e->hdr));
+    e->hdr.ts = bpf_ktime_get_ns();
+    e->sock_cookie = cookie;
+    e->srtt_us = srtt;
+    e->snd_cwnd = args->snd_cwnd;
+    e->family = family;
+    e->lport = lport;
+    e->rport = rport;
+    __builtin_memcpy(e->laddr, w->laddr, 16);
+    __builtin_memcpy(e->raddr, w->raddr, 16);
+    eunomia_submit(e, sizeof(*e));
+    return 0;
+}
