@@ -45,7 +45,7 @@ class PrintSink:
         self.stack_metrics = stack_metrics or {}
         self.folded = folded
         self.flamegraph = flamegraph
-        self.stacks: dict[str, float] = {}
+        self.stacks: dict[str, dict[str, float]] = {}  # metric → folded stack → value
 
     def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:
         lines = []
@@ -63,9 +63,10 @@ class PrintSink:
 
     def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
         if self.folded or self.flamegraph:
-            kept = [s for s in samples if s[0] in self.stack_metrics]
-            if kept:  # cumulative totals: the latest read replaces the previous one
-                self.stacks = {self._fold(name, labels): value for name, labels, value in kept}
+            for metric in self.stack_metrics:  # cumulative totals: the latest read replaces the previous one
+                kept = {self._fold(name, labels): value for name, labels, value in samples if name == metric}
+                if kept:
+                    self.stacks[metric] = kept
             samples = [s for s in samples if s[0] not in self.stack_metrics]
         if self.as_json:
             records = [{**r, "tracer": tracer_of(instance)} for r in self.view.records(ts, samples)]
@@ -84,13 +85,25 @@ class PrintSink:
         return ";".join(part for name in self.stack_metrics[metric] if (part := labels.get(name, "")))
 
     def finish(self, title: str) -> None:
+        """Folded stacks of every stack metric (a '# metric' line before each when there are
+        several); the flame graph draws the tracer's first stack metric."""
+        metrics = [m for m in self.stack_metrics if m in self.stacks]
         if self.folded:
-            lines = [f"{stack} {count:g}" for stack, count in sorted(self.stacks.items()) if count]
+            lines = []
+            for metric in metrics:
+                if len(metrics) > 1:
+                    lines.append(f"# {metric}")
+                lines += [f"{stack} {_number(count)}" for stack, count in sorted(self.stacks[metric].items()) if count]
             self.out.write("".join(line + "\n" for line in lines).encode())
             self.out.flush()
         if self.flamegraph:
-            self.flamegraph.write_text(flamegraph.render(self.stacks, title))
-            typer.echo(f"wrote {self.flamegraph} ({int(sum(self.stacks.values()))} samples)", err=True)
+            first = self.stacks.get(metrics[0], {}) if metrics else {}
+            self.flamegraph.write_text(flamegraph.render(first, f"{title} — {metrics[0] if metrics else ''}"))
+            typer.echo(f"wrote {self.flamegraph} ({_number(sum(first.values()))} in all)", err=True)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
 
 
 def tracer_of(instance: str) -> str:
