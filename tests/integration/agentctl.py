@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TRACERS = REPO / "tests" / "tracers"
@@ -139,3 +141,23 @@ def unique(prefix: str) -> str:
     name = f"{prefix}{(os.getpid() * 7919 + time.monotonic_ns() // 1000) % 10**6:06d}"
     assert len(name) <= 15, f"{name!r} would be truncated as a comm"
     return name
+
+
+def find_or_install_nft(why: str) -> str:
+    """nft from the system, or installed with apt-get now (the repository's setup is left alone)."""
+    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+    if nft is None:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "nftables"]
+        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:  # perhaps no package lists yet
+            subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True, timeout=600)
+            result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
+        nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
+        if nft is None:
+            pytest.fail(f"{why} with nftables, but `nft` is not installed and "
+                        f"`apt-get install nftables` failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    check = subprocess.run([nft, "list", "tables"], capture_output=True, text=True)
+    if check.returncode != 0:
+        pytest.fail(f"`nft list tables` failed, is nf_tables in this kernel? {check.stderr.strip()}")
+    return nft

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -20,35 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, find_or_install_nft, wait_for
 
 TRACER = "tcpretrans"
 PAYLOAD = b"retransmit me" * 10
 
 
-def _find_or_install_nft() -> str:
-    """nft from the system, or installed with apt-get now (the repository's setup is left alone)."""
-    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-    if nft is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "nftables"]
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-        if result.returncode != 0:  # perhaps no package lists yet
-            subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True, timeout=600)
-            result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=600)
-        nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-        if nft is None:
-            pytest.fail("tcpretrans tests drop packets with nftables, but `nft` is not installed and "
-                        f"`apt-get install nftables` failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    check = subprocess.run([nft, "list", "tables"], capture_output=True, text=True)
-    if check.returncode != 0:
-        pytest.fail(f"`nft list tables` failed, is nf_tables in this kernel? {check.stderr.strip()}")
-    return nft
-
-
 @pytest.fixture(scope="module")
 def nft() -> str:
-    return _find_or_install_nft()
+    return find_or_install_nft("tcpretrans tests drop packets")
 
 
 @pytest.fixture(scope="module")
