@@ -28,7 +28,7 @@ from supervisor.backoff import CrashHistory
 from supervisor.config import AgentConfig
 from supervisor.sinks import Sink, flatten_samples
 from supervisor.states import PROCESS_STATES, State
-from supervisor.watcher import COUNTERS, Watcher, describe_exit
+from supervisor.watcher import Watcher, describe_exit
 from workers import args as tracer_args
 from workers.catalog import Catalog
 from workers.runtime import EXIT_PERMANENT
@@ -355,7 +355,6 @@ class Supervisor:
             watcher.hello_at = now
         elif frame.type is FrameType.READY and watcher.state is State.STARTING:
             watcher.ready_at = now
-            watcher.start_latencies.append(now - watcher.spawned_at)
             watcher.sm.to(State.RUNNING)
             log.info("%s: running (%.2fs to attach)", watcher.id, now - watcher.spawned_at)
             self._maybe_ready()
@@ -391,4 +390,4 @@ class Supervisor:
         self.stats.last_bad_frame = reason[:300]
 
 
-__all__ = ["COUNTERS", "Conflict", "NotFound", "Supervisor"]
+__all__ = ["Conflict", "NotFound", "Supervisor"]

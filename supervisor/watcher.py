@@ -23,6 +23,9 @@ from workers.plan import WorkerPlan
 from workers.runtime import EXIT_PERMANENT
 
 LOG_ROTATE_BYTES = 1 << 20
+#: What the API shows of the live worker's heartbeat, besides its memory (*_kib).
+WORKER_FIELDS = frozenset({"cpu_seconds", "produced", "sent", "hook_errors", "hook_last_error",
+                           "kernel_missed_runs", "ipc_frames_dropped"})
 COUNTERS = ("produced", "sent", "ipc_dropped", "kernel_dropped", "hook_dropped", "hook_errors")
 
 
@@ -59,7 +62,6 @@ class Watcher:
     backoff_until: float = 0.0
     stop_deadline: float = 0.0
     remove_when_stopped: bool = False
-    start_latencies: list[float] = field(default_factory=list)
     events_received: int = 0
     worker: dict[str, Any] = field(default_factory=dict)  # the latest heartbeat of the live worker
     _base: dict[str, int] = field(default_factory=dict)  # counters of previous worker processes
@@ -144,7 +146,5 @@ class Watcher:
             "last_error": self.last_error,
             "last_error_log": self.last_error_log,
             "state_since": self.sm.since,
-            "worker": {k: v for k, v in self.worker.items()
-                       if k.endswith("_kib") or k in ("cpu_seconds", "produced", "sent", "hook_errors",
-                                                       "kernel_missed_runs")},
+            "worker": {k: v for k, v in self.worker.items() if k.endswith("_kib") or k in WORKER_FIELDS},
         }

@@ -114,6 +114,7 @@ class Worker:
             "sent": self.sent,
             "hook_dropped": self.hook_dropped,
             "ipc_dropped": self.sender.items_dropped,
+            "ipc_frames_dropped": self.sender.frames_dropped,  # including metrics frames, which carry no events
             "kernel_dropped": kernel,  # ring buffer or map full, plus missed program runs
             "kernel_missed_runs": missed,
             "hook_errors": self.hook.errors if self.hook else 0,

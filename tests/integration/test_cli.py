@@ -29,6 +29,9 @@ def test_list_json_has_the_documented_keys(agent: Agent) -> None:
     for inst in instances:
         assert {"id", "tracer", "state", "pid", "restarts", "events", "drops", "last_error"} <= set(inst)
         assert inst["state"] == "running" and isinstance(inst["pid"], int)
+        worker = inst["worker"]  # the live worker's own counters, from its heartbeat
+        assert {"produced", "sent", "ipc_frames_dropped", "kernel_missed_runs", "hook_errors"} <= set(worker)
+        assert worker["sent"] <= worker["produced"] and worker["private_dirty_kib"] > 0
 
 
 def test_list_table_and_socket_option(agent: Agent) -> None:
