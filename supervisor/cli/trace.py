@@ -37,8 +37,10 @@ class PrintSink:
     the labels that make its folded line) are kept and written once at the end instead,
     as folded stacks or a flame graph, when asked for."""
 
-    def __init__(self, as_json: bool, view: MetricsView, stack_metrics: dict[str, list[str]] | None = None,
-                 folded: bool = False, flamegraph: Path | None = None) -> None:
+    def __init__(self, tracer: str, as_json: bool, view: MetricsView,
+                 stack_metrics: dict[str, list[str]] | None = None, folded: bool = False,
+                 flamegraph: Path | None = None) -> None:
+        self.tracer = tracer
         self.as_json = as_json
         self.view = view
         self.out = sys.stdout.buffer
@@ -69,7 +71,7 @@ class PrintSink:
                     self.stacks[metric] = kept
             samples = [s for s in samples if s[0] not in self.stack_metrics]
         if self.as_json:
-            records = [{**r, "tracer": tracer_of(instance)} for r in self.view.records(ts, samples)]
+            records = [{**r, "tracer": self.tracer} for r in self.view.records(ts, samples)]
             if records:
                 self.out.write(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
         else:
@@ -104,10 +106,6 @@ class PrintSink:
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
-
-
-def tracer_of(instance: str) -> str:
-    return instance.rsplit("-", 1)[0]
 
 
 def _human(value: Any) -> str:
@@ -150,7 +148,7 @@ def trace(
     stack_metrics = {f"eunomia_{m.name}": ["comm"] * any(lbl.name == "comm" for lbl in m.labels)
                      + [lbl.name for lbl in m.labels if lbl.stack]  # comm, then user frames, then kernel frames
                      for m in spec.metrics if any(lbl.stack for lbl in m.labels)}
-    sink = PrintSink(as_json, MetricsView(top, cumulative), stack_metrics, folded, flamegraph_svg)
+    sink = PrintSink(tracer, as_json, MetricsView(top, cumulative), stack_metrics, folded, flamegraph_svg)
     supervisor = Supervisor(config, catalog, [sink])
     try:
         code = asyncio.run(_trace(supervisor, duration))
