@@ -25,7 +25,7 @@ from workers.runtime import EXIT_PERMANENT
 LOG_ROTATE_BYTES = 1 << 20
 #: What the API shows of the live worker's heartbeat, besides its memory (*_kib).
 WORKER_FIELDS = frozenset({"cpu_seconds", "produced", "sent", "hook_errors", "hook_last_error",
-                           "kernel_missed_runs", "ipc_frames_dropped"})
+                           "kernel_missed_runs", "ipc_frames_dropped", "stack_map_clears"})
 COUNTERS = ("produced", "sent", "ipc_dropped", "kernel_dropped", "hook_dropped", "hook_errors")
 
 

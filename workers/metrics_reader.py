@@ -4,8 +4,14 @@ Counters: key = the labels, value = u64. Log2 histograms: key = the labels follo
 by a u32 slot, value = u64; slot ``s`` holds values below ``2**s`` (bcc's
 ``bpf_log2l``), which becomes the Prometheus bucket ``le = 2**s * scale``.
 
-A ``drain`` metric is cleared in the kernel at every read, with its stack maps; the
-running totals live here, so what is exported stays a monotonic counter.
+A ``drain`` metric is cleared in the kernel at every read; the running totals live
+here, so what is exported stays a monotonic counter.
+
+Stack maps cannot be cleared at every read: a program may hold a stack id outside the
+metric maps (memleak keeps it with each live block, offcputime while a thread sleeps).
+So a stack map is emptied only once it is more than half full, keeping its capacity for
+new stacks; ids held across that moment show as "[stack evicted]". (BCC's own
+``StackTrace.clear()`` does nothing, so entries are deleted one by one here.)
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ class MetricsReader:
         self.bpf = bpf
         self.stacks = StackResolver(bpf)
         self._maps: list[tuple[dict[str, Any], Any, Layout]] = []
-        self._drained_stack_maps: set[str] = set()
+        self._stack_maps: set[str] = set()
+        self.stack_map_clears = 0  # how many times a stack map was emptied (its held ids lost)
         self._totals: dict[str, dict[Labels, dict[int, int]]] = defaultdict(lambda: defaultdict(dict))
         for metric in metrics:
             name = metric["name"]
@@ -81,8 +88,7 @@ class MetricsReader:
                         bpf.get_table(lbl["stack_map"])
                     except KeyError:
                         raise LoadError("spec", f"metric {name}: no stack map named {lbl['stack_map']}") from None
-                    if metric.get("drain"):
-                        self._drained_stack_maps.add(lbl["stack_map"])
+                    self._stack_maps.add(lbl["stack_map"])
             self._maps.append((metric, table, key_layout))
 
     def _labels(self, metric: dict[str, Any], raw: tuple[Any, ...]) -> Labels:
@@ -130,9 +136,21 @@ class MetricsReader:
                                     "value": slots.get(0, 0)})
                 else:
                     samples.append(self._histogram(metric, dict(labels), slots))
-        for stack_map in self._drained_stack_maps:
-            self.bpf.get_table(stack_map).clear()
+        for stack_map in self._stack_maps:
+            self._reclaim(self.bpf.get_table(stack_map))
         return samples
+
+    def _reclaim(self, table: Any) -> None:
+        """Empty a stack map that is more than half full (see the module's docstring)."""
+        ids = list(table.keys())
+        if len(ids) * 2 <= table.max_entries:
+            return
+        for key in ids:
+            try:
+                del table[key]
+            except KeyError:
+                pass
+        self.stack_map_clears += 1
 
     @staticmethod
     def _histogram(metric: dict[str, Any], labels: dict[str, str], slots: dict[int, int]) -> dict[str, Any]:

@@ -117,6 +117,7 @@ class Worker:
             "ipc_frames_dropped": self.sender.frames_dropped,  # including metrics frames, which carry no events
             "kernel_dropped": kernel,  # ring buffer or map full, plus missed program runs
             "kernel_missed_runs": missed,
+            "stack_map_clears": self.metrics.stack_map_clears if self.metrics else 0,
             "hook_errors": self.hook.errors if self.hook else 0,
             "hook_last_error": self.hook.last_error if self.hook else "",
             "cpu_seconds": sum(os.times()[:2]),

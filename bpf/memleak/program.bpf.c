@@ -7,9 +7,10 @@
  * realloc(), for the block it replaces) looks the address up and counts the bytes and
  * the call as freed under the stack that allocated them. Counters only grow, so what is
  * outstanding per stack is allocated minus freed; both are drained maps (stack labels).
- * The stack id kept with a block is used at its free, possibly after reads of the maps:
- * this relies on the stack map keeping it (the worker's clear of stack maps is a no-op
- * with BCC's StackTrace; were it effective, such frees would show as "[stack evicted]").
+ * The stack id kept with a block is used at its free, possibly after reads of the maps.
+ * The worker empties the stack map only when it is more than half full; a block
+ * allocated before and freed after that moment is counted as freed under
+ * "[stack evicted]" (unless its stack was recorded again in between).
  *
  * Nesting: glibc's realloc(NULL, n) and realloc of an mmapped block call malloc
  * internally; one pending size per thread, consumed by the first return, counts such a

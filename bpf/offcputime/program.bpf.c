@@ -9,10 +9,10 @@
  * (a record still there at a switch-out is a lost period, counted as a drop). The idle
  * task is never measured.
  *
- * The stack ids wait in the record while the thread is off the CPU: this relies on the
- * stack map keeping them until the switch-in (a worker that cleared stack maps at every
- * read would turn a period spanning a read into "[stack evicted]", unless the same stack
- * was recorded again in between, which gives it the same id).
+ * The stack ids wait in the record while the thread is off the CPU. The worker empties
+ * the stack map only when it is more than half full (raise --stack-storage-size for
+ * many distinct stacks); a period spanning that moment shows as "[stack evicted]",
+ * unless the same stack was recorded again in between, which gives it the same id.
  */
 #define EUNOMIA_CUSTOM_SCHED_HOOKS
 #include "eunomia.h"

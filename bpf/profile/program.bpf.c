@@ -22,7 +22,11 @@ struct sample_key {
     char comm[16];
 };
 
-BPF_STACK_TRACE(stacks, 16384);
+#ifndef STACK_STORAGE_SIZE
+#define STACK_STORAGE_SIZE 16384
+#endif
+
+BPF_STACK_TRACE(stacks, STACK_STORAGE_SIZE);
 BPF_HASH(profile_samples_total, struct sample_key, u64, 16384);
 
 int on_sample(struct bpf_perf_event_data *ctx)

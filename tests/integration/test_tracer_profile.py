@@ -119,3 +119,77 @@ def test_trace_prints_folded_stacks_and_a_flame_graph(tmp_path: Path, spinning: 
     titles = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
     assert any(t.startswith("eunomia_spin [spinner]") for t in titles)
     assert "wrote" in err and str(svg) in err
+
+
+DEPTHS_PROGRAM = r"""
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+/* Burns a little CPU at every recursion depth: DEPTHS distinct user stacks. */
+__attribute__((noinline)) double eunomia_depth(int depth, double until)
+{
+    volatile double x = 0;
+    if (depth > 0)
+        x = eunomia_depth(depth - 1, until);
+    while (now() < until)
+        x += 0.5;
+    return x;
+}
+int main(void)
+{
+    (void)getchar();
+    double x = 0;
+    for (int round = 0; round < ROUNDS; round++)
+        for (int depth = 0; depth < DEPTHS; depth++)
+            x += eunomia_depth(depth, now() + 0.01);
+    printf("%f\n", x);
+    fflush(stdout);
+    pause();
+    return 0;
+}
+"""
+STORAGE = 16  # stack map entries: far fewer than the distinct stacks the program makes
+DEPTHS = 48
+
+
+def test_a_full_stack_map_is_emptied_so_new_stacks_keep_resolving(tmp_path: Path) -> None:
+    """More distinct stacks than the stack map holds: only emptying it lets them all resolve.
+
+    Without the worker emptying the map, at most STORAGE distinct stacks could ever be
+    recorded (the rest collide); with it, every depth gets its turn after a read.
+    """
+    (tmp_path / "depths.c").write_text(DEPTHS_PROGRAM)
+    binary = tmp_path / "depths"
+    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", f"-DDEPTHS={DEPTHS}", "-DROUNDS=10",
+                    "-o", str(binary), str(tmp_path / "depths.c")], check=True)
+    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    agent = Agent(tmp_path / "agent", tracers=[])
+    try:
+        agent.wait_running()
+        inst = agent.start("profile", ["-F", "499", "-p", str(proc.pid), "-U",
+                                       "--stack-storage-size", str(STORAGE)])
+        agent.wait_state(inst["id"], "running")
+        _run_spin(proc)  # DEPTHS x 10 ms x 10 rounds = 4.8 s of CPU spread over DEPTHS stacks
+        time.sleep(2.5)  # two more reads: the last samples are drained and symbolised
+
+        def depths_seen() -> set[int] | None:
+            rows = [s for s in agent.get("/samples", name="eunomia_profile_samples_total", latest=True)
+                    if s["labels"]["instance"] == inst["id"]]
+            seen = {s["labels"]["user_stack"].count("eunomia_depth") for s in rows}
+            return seen if len(seen) > STORAGE else None
+
+        seen = wait_for(depths_seen, 15, f"more than {STORAGE} distinct stacks")
+        clears = agent.get(f"/instances/{inst['id']}")["worker"]["stack_map_clears"]
+    finally:
+        agent.stop()
+        proc.kill()
+        proc.wait()
+    assert len(seen - {0}) > STORAGE  # distinct recursion depths, each its own resolved stack
+    assert max(seen) <= DEPTHS + 1
+    assert clears >= 1
