@@ -47,6 +47,12 @@ def _label_value(value: Any, label: dict[str, Any]) -> str:
     return str(value)
 
 
+def _scaled(count: int, metric: dict[str, Any]) -> int | float:
+    """A counter's value in the metric's unit; exact integers stay integers."""
+    scale = float(metric.get("scale", 1.0))
+    return count if scale == 1.0 else count * scale
+
+
 def _count(leaf: Any) -> int:
     """A map value: a ctypes u64, a plain int (batch reads), or one u64 per CPU."""
     if isinstance(leaf, int):
@@ -133,7 +139,7 @@ class MetricsReader:
             for labels, slots in series.items():
                 if metric["type"] == "counter":
                     samples.append({"name": metric["name"], "type": "counter", "labels": dict(labels),
-                                    "value": slots.get(0, 0)})
+                                    "value": _scaled(slots.get(0, 0), metric)})
                 else:
                     samples.append(self._histogram(metric, dict(labels), slots))
         for stack_map in self._stack_maps:

@@ -231,8 +231,10 @@ class Metric(_Model):
     help: str
     labels: list[MetricLabel] = []
     bucket: Literal["log2"] = "log2"  # histograms: key ends with a u32 log2 slot
-    scale: float = 1.0  # multiply bucket bounds by this (e.g. 1e-9 for ns → seconds)
-    # Read and clear the map (and its stack maps) at every read; the worker keeps the running
+    # The kernel counts in integers: multiply counter values and bucket bounds by this
+    # (e.g. 1e-9 for nanoseconds → seconds, so the metric follows Prometheus' base units).
+    scale: float = 1.0
+    # Read and clear the map at every read; the worker keeps the running
     # totals, so the exported counter stays monotonic while the kernel maps never fill up.
     drain: bool = False
 

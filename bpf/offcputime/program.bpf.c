@@ -59,7 +59,7 @@ struct off_start {
 
 BPF_STACK_TRACE(stacks, STACK_STORAGE_SIZE);
 BPF_TABLE("lru_hash", u32, struct off_start, offcpu_since, 65536);  /* tid → switch-out */
-BPF_HASH(offcputime_offcpu_nanoseconds_total, struct offcpu_key, u64, 16384);
+BPF_HASH(offcputime_offcpu_seconds_total, struct offcpu_key, u64, 16384);
 
 static __always_inline int state_selected(long state)
 {
@@ -105,7 +105,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
     if (delta < MIN_BLOCK_US * 1000ULL || (MAX_BLOCK_US && delta > MAX_BLOCK_US * 1000ULL))
         return 0;
     u64 zero = 0;
-    u64 *total = offcputime_offcpu_nanoseconds_total.lookup_or_try_init(&key, &zero);
+    u64 *total = offcputime_offcpu_seconds_total.lookup_or_try_init(&key, &zero);
     if (!total) {
         eunomia_count_drop();  /* the map is full until the next read drains it */
         return 0;

@@ -34,7 +34,7 @@ That is the worker's read, not the tracer, and would make exact totals flaky her
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -148,13 +148,18 @@ def _run(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
     return t1 - t0, t2 - t1
 
 
+def _ns(seconds: Iterable[float]) -> int:
+    """The metric is in seconds (scaled from the kernel's nanoseconds): back to exact ns."""
+    return round(sum(seconds) * 1e9)
+
+
 def _stop(agent: Agent, instance: str) -> tuple[list[dict], int]:
     """Stop the instance (its worker reads the maps one last time): its series and its kernel drops."""
     agent.request("POST", f"/instances/{instance}/stop")
     info = agent.wait_state(instance, "stopped")
 
     def series() -> list[dict]:
-        return [s for s in agent.get("/samples", name="eunomia_offcputime_offcpu_nanoseconds_total", latest=True,
+        return [s for s in agent.get("/samples", name="eunomia_offcputime_offcpu_seconds_total", latest=True,
                                      limit=100_000) if s["labels"]["instance"] == instance]
 
     return wait_for(series, 10, "the final read's samples"), info["drops"]["kernel"]
@@ -168,13 +173,13 @@ def test_time_blocked_in_a_known_function(agent: Agent, blocking: subprocess.Pop
     series, lost = _stop(agent, inst["id"])
     rows = [s for s in series if s["labels"]["user_stack"] == BLOCK_STACK
             and s["labels"]["kernel_stack"].endswith(VOLUNTARY_SLEEP)]
-    total = sum(s["value"] for s in rows)
+    total = _ns(s["value"] for s in rows)
     assert lost <= MAX_LOST
     assert (SLEEPS - lost) * SLEEP_NS <= total <= loop_ns, (total, loop_ns, lost, series)
     assert [(s["labels"]["pid"], s["labels"]["tid"], s["labels"]["comm"]) for s in rows] == [
         (str(pid), str(pid), "blocker")]
     assert {s["labels"]["pid"] for s in series} == {str(pid)}  # -p, in the kernel
-    naps = sum(s["value"] for s in series if s["labels"]["user_stack"].endswith(NAP_STACK)
+    naps = _ns(s["value"] for s in series if s["labels"]["user_stack"].endswith(NAP_STACK)
                and s["labels"]["kernel_stack"].endswith(VOLUNTARY_SLEEP))
     assert (NAPS - lost) * NAP_NS <= naps <= naps_ns, series
 
@@ -190,7 +195,7 @@ def test_state_and_max_block_options(agent: Agent, blocking: subprocess.Popen[by
     assert not [s for s in series if "eunomia_block" in s["labels"]["user_stack"]], series
     naps = [s for s in series if s["labels"]["user_stack"].endswith(NAP_STACK)]
     assert naps and all(s["labels"]["kernel_stack"].endswith(VOLUNTARY_SLEEP) for s in naps), series
-    assert (NAPS - lost) * NAP_NS <= sum(s["value"] for s in naps) <= naps_ns
+    assert (NAPS - lost) * NAP_NS <= _ns(s["value"] for s in naps) <= naps_ns
     assert all(s["labels"]["kernel_stack"].endswith("schedule;__schedule") for s in series)  # no preemption
 
 
@@ -208,7 +213,7 @@ def test_trace_folded_user_stacks_with_a_minimum(blocking: subprocess.Popen[byte
     folded = dict(line.rsplit(" ", 1) for line in out.splitlines())
     assert not any("eunomia_nap" in stack for stack in folded), out  # below the minimum
     # comm, then the user frames outermost first; no kernel frames
-    total = float(folded[f"blocker;{BLOCK_STACK}"])
+    total = float(folded[f"blocker;{BLOCK_STACK}"]) * 1e9
     # The trace command does not show the drops: up to MAX_LOST lost switch-ins (see the
     # module doc). It prints values with 6 significant digits (%g), hence the rounding.
     assert (SLEEPS - MAX_LOST) * SLEEP_NS <= total <= loop_ns * (1 + 5e-6), (total, loop_ns, out)
