@@ -3,6 +3,8 @@
 ``docs/events.md`` (every tracer's fields in one page) and ``docs/tracers/<name>.md``
 (one page per tracer, with its options, probes, fields, metrics and how to run it).
 ``python -m supervisor.docgen`` rewrites them; a test fails when they are out of date.
+``python -m supervisor.docgen --capture [NAME ...]`` first re-runs the tracers' examples
+(root, real kernel; see :mod:`supervisor.examples`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from supervisor import examples
 from workers import args as tracer_args
 from workers.catalog import BUILTIN_DIR, REPO_ROOT, Catalog, Tracer
 
@@ -109,6 +112,10 @@ def render_tracer(tracer: Tracer) -> str:
             kind = f"{m.type} (log2 buckets)" if m.type == "histogram" else m.type
             out.append(f"| `eunomia_{m.name}` | {kind} | {labels} | {m.help} |")
         out.append("")
+    example = examples.read(tracer)
+    if spec.example and example:
+        out += ["## Example", "", "Captured on a real kernel while this ran:", "",
+                "```sh", spec.example.workload.rstrip(), "```", "", "```", example.rstrip(), "```", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -128,7 +135,18 @@ def pages() -> dict[Path, str]:
     return files
 
 
-def main() -> int:
+def capture(names: list[str]) -> None:
+    catalog = Catalog.discover([BUILTIN_DIR])
+    for name in names or sorted(catalog.tracers):
+        tracer = catalog.get(name)
+        if tracer.spec.example is not None:
+            print(f"captured {examples.write(tracer)}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--capture"]:
+        capture(argv[1:])
     TRACERS_DIR.mkdir(parents=True, exist_ok=True)
     for path, text in pages().items():
         path.write_text(text)

@@ -254,6 +254,16 @@ class Metric(_Model):
         return self
 
 
+class Example(_Model):
+    """How the tracer's doc page example is made (``python -m supervisor.docgen --capture``):
+    ``eunomiactl trace NAME *args`` runs while ``workload`` (a shell command) runs once."""
+
+    args: list[str] = []
+    workload: str
+    duration: Annotated[float, Field(gt=0, le=60)] = 4.0
+    lines: Annotated[int, Field(ge=1, le=100)] = 20  # of output kept on the page
+
+
 class TracerSpec(_Model):
     name: Annotated[str, Field(pattern=_IDENT)]
     description: str
@@ -263,6 +273,7 @@ class TracerSpec(_Model):
     parameters: list[Parameter] = []
     event: EventSpec | None = None
     metrics: list[Metric] = []
+    example: Example | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> TracerSpec:

@@ -89,14 +89,15 @@ class MetricsView:
                      + "  COUNT")
         for r in shown:
             cells = [str(r["labels"].get(n, "")).ljust(w) for n, w in zip(label_names, widths, strict=True)]
-            lines.append("  " + "  ".join(cells) + f"  {r['value']:g}")
+            lines.append("  " + "  ".join(cells) + f"  {_count(r['value'])}")
         if len(recs) > len(shown):
             lines.append(f"  … {len(recs) - len(shown)} more")
         return lines
 
     @staticmethod
     def _histogram(when: str, rec: dict[str, Any]) -> list[str]:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(rec["labels"].items()))
+        # a label left empty by an option that is off (runqlat without -P) says nothing
+        labels = ",".join(f"{k}={v}" for k, v in sorted(rec["labels"].items()) if v != "")
         head = f"{when} {rec['metric']}" + (f" {{{labels}}}" if labels else "")
         buckets = [(le, n) for le, n in rec["buckets"]]
         while buckets and not buckets[-1][1]:
@@ -113,6 +114,11 @@ class MetricsView:
             bar = "*" * (math.ceil(n * BAR_WIDTH / top) if n else 0)
             lines.append(f"  {_fmt(low * scale):>12} -> {_fmt(le * scale):<12} : {n:<8g} |{bar:<{BAR_WIDTH}}|")
         return lines
+
+
+def _count(value: float) -> str:
+    """Exact integers stay exact (bytes, calls); scaled values (seconds) keep 6 digits."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
 
 def _fmt(value: float) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
 
-from supervisor import docgen
+from supervisor import docgen, examples
 from workers.catalog import BUILTIN_DIR, REPO_ROOT, Catalog
 
 BUILTINS = sorted(Catalog.discover([BUILTIN_DIR]).tracers)
@@ -39,6 +40,18 @@ def test_every_tracer_is_documented(name: str) -> None:
     assert spec.description.strip()
     if spec.event:
         assert all(f.description.strip() for f in spec.event.fields), f"{name}: undocumented event fields"
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_every_tracer_page_shows_real_example_output(name: str) -> None:
+    tracer = Catalog.discover([BUILTIN_DIR]).get(name)
+    assert tracer.spec.example is not None, f"{name}: tracer.yaml has no example"
+    captured = examples.read(tracer)
+    assert captured, f"{name}: no example.txt: run `python -m supervisor.docgen --capture {name}` (root)"
+    assert captured.startswith("$ " + shlex.join(examples.command_line(tracer)) + "\n"), \
+        f"{name}: example.txt is from other arguments: capture it again"
+    assert len(captured.splitlines()) > 1, f"{name}: the example printed nothing"
+    assert captured.rstrip() in (docgen.TRACERS_DIR / f"{name}.md").read_text()
 
 
 def test_docs_referenced_by_the_readme_exist() -> None:
