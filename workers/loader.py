@@ -26,9 +26,12 @@ LOG_TAIL_LINES = 40
 # BCC rewrites map syntax (``m.lookup()``) and generates tracepoint argument structs only in
 # the main file, never in included headers. So the common header is inlined before the
 # program (its ``#include "eunomia.h"`` then hits the include guard) and the epilogue,
-# with the agent-tracking probes and the event layout check, after it.
+# with the agent-tracking probes and the event layout check, after it. Likewise every
+# ``#include "x.h"`` of a header in bpf/include or the tracer's folder is inlined, once,
+# so shared headers may declare maps and use map syntax.
 PROLOGUE = "eunomia.h"
 EPILOGUE = "eunomia_epilogue.c"
+_LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*(?://.*|/\*.*)?$')
 
 
 @dataclass(slots=True)
@@ -129,9 +132,33 @@ def _find_include(plan: WorkerPlan, name: str) -> Path:
     raise LoadError("load", f"{name} not found in {plan.include_dirs}")
 
 
+def _inline(plan: WorkerPlan, path: Path, seen: set[Path]) -> str:
+    """The file with its local ``#include "x.h"`` lines replaced by the headers (each once)."""
+    seen.add(path.resolve())
+    out = [f'#line 1 "{path.name}"']
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        match = _LOCAL_INCLUDE.match(line)
+        header = _find_local(plan, match.group(1)) if match else None
+        if header is None:
+            out.append(line)
+            continue
+        if header.resolve() not in seen:
+            out.append(_inline(plan, header, seen))
+        out.append(f'#line {number + 1} "{path.name}"')
+    return "\n".join(out) + "\n"
+
+
+def _find_local(plan: WorkerPlan, name: str) -> Path | None:
+    try:
+        return _find_include(plan, name)
+    except LoadError:
+        return None  # not ours (a kernel header): left to the compiler
+
+
 def assemble_source(plan: WorkerPlan) -> str:
-    parts = [_find_include(plan, PROLOGUE), Path(plan.program), _find_include(plan, EPILOGUE)]
-    return "".join(f'#line 1 "{path.name}"\n{path.read_text()}\n' for path in parts)
+    seen: set[Path] = set()
+    return "".join(_inline(plan, path, seen) for path in
+                   (_find_include(plan, PROLOGUE), Path(plan.program), _find_include(plan, EPILOGUE)))
 
 
 def _deferred_attach_bpf() -> type:

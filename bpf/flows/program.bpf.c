@@ -22,17 +22,10 @@
  * role, the remote port. Sockets the tracer knows nothing of (idle since before it
  * started) are counted with empty addresses and port 0.
  */
-#include "eunomia.h"
+#include "socket_owner.h"  /* the owner of each socket, and the listeners by port */
+#include "inet_addr.h"
 
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
 #define MSG_PEEK 2
-#define TCP_ESTABLISHED 1
-#define TCP_SYN_SENT 2
-#define TCP_SYN_RECV 3
-#define TCP_CLOSE 7
-#define TCP_LISTEN 10
 #define ADDR_TEXT_LEN 40
 
 enum { ROLE_UNKNOWN = 0, ROLE_CLIENT = 1, ROLE_SERVER = 2 };
@@ -40,8 +33,6 @@ enum { ROLE_UNKNOWN = 0, ROLE_CLIENT = 1, ROLE_SERVER = 2 };
 #ifndef FILTER_PORT
 #define FILTER_PORT 0
 #endif
-/* With -p or -n, a connection whose owner is unknown cannot match: it is not counted. */
-#define FILTER_ACTIVE (EUNOMIA_FILTER_PID != 0 || EUNOMIA_FILTER_COMM_SET != 0)
 
 #include "inet_text.h"  /* format_addr(): an address as inet_ntop(3) writes it */
 }
@@ -56,33 +47,15 @@ struct flow {            /* the labels that describe the socket (see struct flow
     char raddr[ADDR_TEXT_LEN];
 };
 
-struct owner {
-    u32 pid;
-    u32 known;
-    u32 skip;            /* the owner is the agent, or outside -p/-n */
-    char comm[16];
-};
-
 struct sock_rec {
     struct flow flow;
-    struct owner owner;
+    struct socket_owner owner;
     u16 lport;
     u16 rport;
     u32 rendered;        /* flow.laddr/raddr are filled */
 };
 
-struct listen_key {
-    u16 family;
-    u16 port;
-};
-
-struct listener {
-    struct owner owner;
-    u64 skaddr;
-};
-
 BPF_TABLE("lru_hash", u64, struct sock_rec, socks, 65536);
-BPF_TABLE("lru_hash", struct listen_key, struct listener, listeners, 4096);
 
 /* -------- the counters -------- */
 
@@ -108,14 +81,6 @@ static __always_inline struct work *work(void)
 {
     int zero = 0;
     return work_scratch.lookup(&zero);
-}
-
-static __always_inline void owner_from_current(struct owner *o)
-{
-    o->pid = bpf_get_current_pid_tgid() >> 32;
-    o->known = 1;
-    o->skip = eunomia_skip_current();
-    bpf_get_current_comm(&o->comm, sizeof(o->comm));
 }
 
 static __always_inline void add(u64 *count, u64 n)
@@ -156,12 +121,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     u16 family = args->family;
     u16 sport = args->sport;
     u16 dport = args->dport;
-    struct listen_key lk = {.family = family, .port = sport};
 
     if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
-        struct listener *l = listeners.lookup(&lk);
-        if (l && l->skaddr == sk)
-            listeners.delete(&lk);
+        socket_listener_remove(family, sport, sk);
         socks.delete(&sk);
         return 0;
     }
@@ -173,13 +135,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         /* connect(2) or listen(2): a new socket, whose owner is current */
         __builtin_memset(r, 0, sizeof(*r));
         r->flow.role = newstate == TCP_SYN_SENT ? ROLE_CLIENT : ROLE_UNKNOWN;
-        owner_from_current(&r->owner);
-        if (newstate == TCP_LISTEN) {
-            struct listener l = {.skaddr = sk};
-            __builtin_memcpy(&l.owner, &r->owner, sizeof(l.owner));
-            if (listeners.update(&lk, &l) != 0)
-                eunomia_count_drop();
-        }
+        socket_owner_from_current(&r->owner);
+        if (newstate == TCP_LISTEN)
+            socket_listener_add(family, sport, sk, &r->owner);
         if (socks.update(&sk, r) != 0)
             eunomia_count_drop();
         return 0;
@@ -188,9 +146,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         /* a connection accepted from a listener: owned by whoever listened on the port */
         __builtin_memset(r, 0, sizeof(*r));
         r->flow.role = ROLE_SERVER;
-        struct listener *l = listeners.lookup(&lk);
-        if (l)
-            __builtin_memcpy(&r->owner, &l->owner, sizeof(r->owner));
+        socket_listener_owner(family, sport, &r->owner);
         if (socks.update(&sk, r) != 0)
             eunomia_count_drop();
         return 0;
@@ -204,25 +160,17 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         __builtin_memcpy(r, known, sizeof(*r));
     else
         __builtin_memset(r, 0, sizeof(*r));  /* its start predates the tracer */
-    if (family == AF_INET) {
-        __builtin_memset(w->saddr, 0, sizeof(w->saddr));
-        __builtin_memset(w->daddr, 0, sizeof(w->daddr));
-        bpf_probe_read_kernel(w->saddr, 4, args->saddr);
-        bpf_probe_read_kernel(w->daddr, 4, args->daddr);
-    } else {
-        bpf_probe_read_kernel(w->saddr, 16, args->saddr_v6);
-        bpf_probe_read_kernel(w->daddr, 16, args->daddr_v6);
-    }
+    inet_addr_pair(w->saddr, w->daddr, family, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);
     render(w, family, sport, dport);
     if (socks.update(&sk, r) != 0)
         eunomia_count_drop();
 
-    if (!port_matches(sport, dport) || (r->owner.known ? r->owner.skip : FILTER_ACTIVE))
+    if (!port_matches(sport, dport) || socket_owner_skipped(&r->owner))
         return 0;
     struct flow_key *key = &w->key;
-    key->pid = r->owner.pid;
+    key->pid = r->owner.hdr.pid;
     __builtin_memcpy(&key->flow, &r->flow, sizeof(key->flow));
-    __builtin_memcpy(key->comm, r->owner.comm, sizeof(key->comm));
+    __builtin_memcpy(key->comm, r->owner.hdr.comm, sizeof(key->comm));
     u64 zero = 0;
     add(flows_connections_total.lookup_or_try_init(key, &zero), 1);
     return 0;
@@ -244,15 +192,7 @@ TRACEPOINT_PROBE(tcp, tcp_rcv_space_adjust)
         __builtin_memcpy(r, known, sizeof(*r));
     else
         __builtin_memset(r, 0, sizeof(*r));
-    if (family == AF_INET) {  /* the arrays sit unaligned in this record: copy with a helper */
-        __builtin_memset(w->saddr, 0, sizeof(w->saddr));
-        __builtin_memset(w->daddr, 0, sizeof(w->daddr));
-        bpf_probe_read_kernel(w->saddr, 4, args->saddr);
-        bpf_probe_read_kernel(w->daddr, 4, args->daddr);
-    } else {
-        bpf_probe_read_kernel(w->saddr, 16, args->saddr_v6);
-        bpf_probe_read_kernel(w->daddr, 16, args->daddr_v6);
-    }
+    inet_addr_pair(w->saddr, w->daddr, family, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);
     render(w, family, args->sport, args->dport);
     if (socks.update(&sk, r) != 0)
         eunomia_count_drop();

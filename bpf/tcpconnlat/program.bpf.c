@@ -10,6 +10,7 @@
  * (SYN_SENT → CLOSE) or turns into a simultaneous open is forgotten.
  */
 #include "eunomia.h"
+#include "inet_addr.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -100,15 +101,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     e->family = family;
     e->lport = args->sport;
     e->dport = args->dport;
-    if (family == AF_INET) {
-        __builtin_memset(e->saddr, 0, sizeof(e->saddr));
-        __builtin_memset(e->daddr, 0, sizeof(e->daddr));
-        __builtin_memcpy(e->saddr, args->saddr, 4);
-        __builtin_memcpy(e->daddr, args->daddr, 4);
-    } else {
-        __builtin_memcpy(e->saddr, args->saddr_v6, 16);
-        __builtin_memcpy(e->daddr, args->daddr_v6, 16);
-    }
+    inet_addr_pair(e->saddr, e->daddr, family, args->saddr, args->daddr, args->saddr_v6, args->daddr_v6);
     eunomia_submit(e, sizeof(*e));
     connecting.delete(&sk);
     return 0;

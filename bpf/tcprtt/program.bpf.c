@@ -16,17 +16,9 @@
  * kernel (metric labels are integers or strings): each socket's text is made once and
  * cached by its sock_cookie, which the kernel never reuses.
  */
-#include "eunomia.h"
+#define EUNOMIA_SOCKET_OWNERS
+#include "socket_owner.h"
 
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
-#define TCP_SYN_SENT 2
-#define TCP_SYN_RECV 3
-#define TCP_FIN_WAIT1 4
-#define TCP_CLOSE 7
-#define TCP_LAST_ACK 9
-#define TCP_LISTEN 10
 #define ADDR_TEXT_LEN 40
 
 #ifndef FILTER_LPORT
@@ -50,8 +42,6 @@
 #ifndef EMIT_EVENTS
 #define EMIT_EVENTS 0
 #endif
-/* With -p or -n, a socket whose owner is unknown cannot match: it is left out. */
-#define FILTER_ACTIVE (EUNOMIA_FILTER_PID != 0 || EUNOMIA_FILTER_COMM_SET != 0)
 
 struct event {
     struct eunomia_header hdr;
@@ -68,75 +58,12 @@ struct event {
 #include "inet_text.h"  /* format_addr(): an address as inet_ntop(3) writes it */
 }
 
-/* -------- socket owners (as in tcpretrans) -------- */
-
-struct owner {
-    struct eunomia_header hdr;  /* hdr.ts unused */
-    u8 skip;                    /* the owner is the agent, or outside -p/-n */
-};
-
-struct listen_key {
-    u16 family;
-    u16 port;
-};
-
-struct listener {
-    struct owner owner;
-    u64 skaddr;
-};
-
-BPF_TABLE("lru_hash", u64, struct owner, owners, 65536);
-BPF_TABLE("lru_hash", struct listen_key, struct listener, listeners, 4096);
-
-static __always_inline void owner_from_current(struct owner *o)
-{
-    o->skip = eunomia_skip_current();
-    eunomia_fill_header(&o->hdr);
-}
+/* -------- socket owners (bpf/include/socket_owner.h) -------- */
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
-    if (args->protocol != IPPROTO_TCP)
-        return 0;
-    u64 sk = (u64)args->skaddr;
-    int oldstate = args->oldstate;
-    int newstate = args->newstate;
-    struct listen_key lk = {.family = args->family, .port = args->sport};
-
-    if (newstate == TCP_CLOSE) {
-        owners.delete(&sk);
-        if (oldstate == TCP_LISTEN) {
-            struct listener *l = listeners.lookup(&lk);
-            if (l && l->skaddr == sk)
-                listeners.delete(&lk);
-        }
-        return 0;
-    }
-    if (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) {
-        struct owner o = {};
-        owner_from_current(&o);  /* connect(2) or listen(2): the owner is current */
-        if (owners.update(&sk, &o) != 0)
-            eunomia_count_drop();
-        if (newstate == TCP_LISTEN) {
-            struct listener l = {.skaddr = sk};
-            __builtin_memcpy(&l.owner, &o, sizeof(o));
-            if (listeners.update(&lk, &l) != 0)
-                eunomia_count_drop();
-        }
-        return 0;
-    }
-    if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
-        struct listener *l = listeners.lookup(&lk);
-        if (l && owners.update(&sk, &l->owner) != 0)
-            eunomia_count_drop();
-        return 0;
-    }
-    if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) && !owners.lookup(&sk)) {
-        struct owner o = {};
-        owner_from_current(&o);  /* close(2)/shutdown(2) of a socket older than the tracer */
-        if (owners.update(&sk, &o) != 0)
-            eunomia_count_drop();
-    }
+    if (args->protocol == IPPROTO_TCP)
+        socket_owners_track((u64)args->skaddr, args->family, args->sport, args->oldstate, args->newstate);
     return 0;
 }
 
@@ -189,8 +116,8 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
     if ((FILTER_LPORT && lport != FILTER_LPORT) || (FILTER_RPORT && rport != FILTER_RPORT))
         return 0;
     u64 sk = (u64)args->skaddr;
-    struct owner *o = owners.lookup(&sk);
-    if (o ? o->skip : FILTER_ACTIVE)
+    struct socket_owner *o = socket_owner_of(sk);
+    if (socket_owner_skipped(o))
         return 0;
     u32 srtt = args->srtt;
     u64 cookie = args->sock_cookie;
@@ -242,10 +169,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
         eunomia_count_drop();
         return 0;
     }
-    if (o)
-        __builtin_memcpy(&e->hdr, &o->hdr, sizeof(e->hdr));
-    else
-        __builtin_memset(&e->hdr, 0, sizeof(e->hdr));
+    socket_owner_header(&e->hdr, o);
     e->hdr.ts = bpf_ktime_get_ns();
     e->sock_cookie = cookie;
     e->srtt_us = srtt;
