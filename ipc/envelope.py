@@ -26,6 +26,7 @@ class FrameType(StrEnum):
     EVENTS = "events"  # a batch of decoded events (columns + rows)
     METRICS = "metrics"  # samples read from the kernel's aggregation maps
     STOP = "stop"  # supervisor → worker: detach, flush and exit
+    FILTER = "filter"  # supervisor → worker: the cgroup ids of the cgroup filter, {"cgroups": [id, ...]}
 
 
 class FrameError(ValueError):

@@ -26,6 +26,8 @@ from ipc.envelope import Frame, FrameError, FrameType, decode, encode
 from ipc.runtime_dir import Endpoints, ensure_private_dir
 from supervisor.backoff import CrashHistory
 from supervisor.config import AgentConfig
+from supervisor.containers.cgroup_filter import CgroupFilter, ContainerRef
+from supervisor.containers.cgroup_index import unified_root
 from supervisor.sinks import Sink, flatten_samples
 from supervisor.states import PROCESS_STATES, State
 from supervisor.watcher import Watcher, describe_exit
@@ -35,6 +37,7 @@ from workers.runtime import EXIT_PERMANENT
 
 log = logging.getLogger("eunomia.supervisor")
 TICK = 0.1
+FILTER_REFRESH = 1.0  # seconds between recomputations of the cgroup filters
 
 
 class NotFound(KeyError):
@@ -55,7 +58,8 @@ class SupervisorStats:
 
 class Supervisor:
     def __init__(self, config: AgentConfig, catalog: Catalog, sinks: list[Sink] | None = None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None,
+                 containers: Callable[[], list[ContainerRef]] | None = None) -> None:
         self.config = config
         self.catalog = catalog
         self.sinks: list[Sink] = list(sinks or [])
@@ -69,6 +73,10 @@ class Supervisor:
         self._control_sock: zmq.asyncio.Socket | None = None
         self.endpoints: Endpoints | None = None
         self._next_self_metrics = 0.0
+        # The containers known now (the container registry's view), for the cgroup filters.
+        self.containers: Callable[[], list[ContainerRef]] = containers or list
+        self.cgroup_root = unified_root()
+        self._next_filter_refresh = 0.0
 
     # -- public operations (called on the loop, e.g. by the API) ---------------------
     def start_instance(self, tracer_name: str, args: dict[str, Any] | list[str] | None = None,
@@ -76,6 +84,9 @@ class Supervisor:
         """Validate and start a new instance. Raises KeyError (tracer), ArgsError, Conflict."""
         tracer = self.catalog.get(tracer_name)
         values = tracer_args.resolve(tracer.spec, args)
+        cgroup_filter = CgroupFilter.from_values(values)
+        if cgroup_filter is not None:
+            cgroup_filter.resolve(self.containers(), self.cgroup_root)  # a --cgroup that is not there: ArgsError
         if instance_id is None:
             instance_id = f"{tracer.name}-{next(self._ids)}"
             while instance_id in self.watchers:
@@ -85,6 +96,7 @@ class Supervisor:
         watcher = Watcher(
             id=instance_id, tracer=tracer, args=args if args is not None else {}, values=values,
             history=CrashHistory(self.config.backoff), log_path=self.config.log_dir / f"{instance_id}.log",
+            cgroup_filter=cgroup_filter,
         )
         self.watchers[instance_id] = watcher
         self._spawn(watcher)
@@ -121,6 +133,23 @@ class Supervisor:
         watcher.last_error = None
         self._spawn(watcher)
         return watcher
+
+    def refresh_filters(self) -> None:
+        """Recompute every instance's cgroup filter (containers came or went) and send the
+        sets that changed to their workers. Safe to call often: only changes are sent."""
+        containers = None
+        for watcher in self.watchers.values():
+            if watcher.cgroup_filter is None or watcher.state not in (State.STARTING, State.RUNNING):
+                continue
+            containers = self.containers() if containers is None else containers
+            try:
+                ids = frozenset(watcher.cgroup_filter.resolve(containers, self.cgroup_root))
+            except ValueError as exc:  # the --cgroup directory is gone: keep the last set
+                watcher.last_error = f"cgroup filter: {exc}"
+                continue
+            if ids != watcher.cgroup_ids:
+                watcher.cgroup_ids = ids
+                self._send(watcher, FrameType.FILTER, {"cgroups": sorted(ids)})
 
     def request_shutdown(self) -> None:
         self._stop.set()
@@ -191,11 +220,17 @@ class Supervisor:
     def _spawn(self, watcher: Watcher) -> None:
         cfg = self.config
         assert self.endpoints is not None
+        if watcher.cgroup_filter is not None:
+            try:
+                watcher.cgroup_ids = frozenset(watcher.cgroup_filter.resolve(self.containers(), self.cgroup_root))
+            except ValueError as exc:
+                watcher.last_error = f"cgroup filter: {exc}"
         plan = watcher.tracer.plan(
             watcher.id, watcher.args, events_endpoint=self.endpoints.events,
             control_endpoint=self.endpoints.control, supervisor_pid=os.getpid(),
             heartbeat_interval=cfg.heartbeat_interval, heartbeat_timeout=cfg.worker_supervisor_timeout,
             batch_interval=cfg.batch_interval, batch_max=cfg.batch_max, metrics_interval=cfg.metrics_interval,
+            cgroup_ids=sorted(watcher.cgroup_ids),
         )
         watcher.sm.to(State.STARTING)
         try:
@@ -280,6 +315,9 @@ class Supervisor:
             elif state is State.BACKOFF and now >= watcher.backoff_until:
                 watcher.restarts += 1
                 self._spawn(watcher)
+        if now >= self._next_filter_refresh:  # also driven by container events, when there is a source
+            self.refresh_filters()
+            self._next_filter_refresh = now + FILTER_REFRESH
         if now >= self._next_self_metrics:
             self._self_metrics()
             self._next_self_metrics = now + cfg.metrics_interval
@@ -373,10 +411,10 @@ class Supervisor:
             callback, self.on_ready = self.on_ready, None
             callback()
 
-    def _send(self, watcher: Watcher, type_: FrameType) -> None:
+    def _send(self, watcher: Watcher, type_: FrameType, payload: dict[str, Any] | None = None) -> None:
         assert self._control_sock is not None
         with contextlib.suppress(zmq.Again, zmq.ZMQError):
-            self._control_sock.send_multipart([watcher.id.encode(), encode(type_, watcher.id)], zmq.NOBLOCK)
+            self._control_sock.send_multipart([watcher.id.encode(), encode(type_, watcher.id, payload)], zmq.NOBLOCK)
 
     def _decode(self, data: bytes) -> Frame | None:
         try:

@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 
 from supervisor.backoff import CrashHistory
+from supervisor.containers.cgroup_filter import CgroupFilter
 from supervisor.states import State, StateMachine
 from workers.catalog import Tracer
 from workers.plan import WorkerPlan
@@ -25,7 +26,8 @@ from workers.runtime import EXIT_PERMANENT
 LOG_ROTATE_BYTES = 1 << 20
 #: What the API shows of the live worker's heartbeat, besides its memory (*_kib).
 WORKER_FIELDS = frozenset({"cpu_seconds", "produced", "sent", "hook_errors", "hook_last_error",
-                           "kernel_missed_runs", "ipc_frames_dropped", "stack_map_clears"})
+                           "kernel_missed_runs", "ipc_frames_dropped", "stack_map_clears",
+                           "filter_cgroups", "filter_updates"})
 COUNTERS = ("produced", "sent", "ipc_dropped", "kernel_dropped", "hook_dropped", "hook_errors")
 
 
@@ -64,6 +66,8 @@ class Watcher:
     remove_when_stopped: bool = False
     events_received: int = 0
     worker: dict[str, Any] = field(default_factory=dict)  # the latest heartbeat of the live worker
+    cgroup_filter: CgroupFilter | None = None  # --container/--pod/--namespace/--host/--cgroup
+    cgroup_ids: frozenset[int] = frozenset()  # what the worker's kernel map holds (last sent)
     _base: dict[str, int] = field(default_factory=dict)  # counters of previous worker processes
 
     @property
@@ -147,4 +151,6 @@ class Watcher:
             "last_error_log": self.last_error_log,
             "state_since": self.sm.since,
             "worker": {k: v for k, v in self.worker.items() if k.endswith("_kib") or k in WORKER_FIELDS},
+            "cgroup_filter": None if self.cgroup_filter is None else {
+                "selects": self.cgroup_filter.describe(), "cgroups": len(self.cgroup_ids)},
         }

@@ -20,7 +20,19 @@ COMMON_PARAMETERS: tuple[Parameter, ...] = (
               description="only trace tasks whose comm is exactly this (at most 15 characters)"),
     Parameter(name="ringbuf_pages", type="int", define="EUNOMIA_RINGBUF_PAGES", default=256, minimum=1,
               maximum=65536, power_of_two=True, description="ring buffer size in pages (a power of two)"),
+    # The cgroup filter: resolved to cgroup ids by the supervisor, checked in the kernel.
+    Parameter(name="container", type="str",
+              description="only trace this container (name, full id or id prefix of at least 12 characters)"),
+    Parameter(name="pod", type="str", description="only trace the containers of this Kubernetes pod (its name)"),
+    Parameter(name="namespace", type="str", description="only trace the containers of this Kubernetes namespace"),
+    Parameter(name="host", type="bool", define="EUNOMIA_FILTER_HOST", default=False,
+              description="only trace host processes (in no container)"),
+    Parameter(name="cgroup", type="str",
+              description="only trace tasks in this cgroup v2 directory or below it (a path under the "
+                          "cgroup v2 mount, e.g. /system.slice/nginx.service)"),
 )
+CGROUP_SELECTORS = ("container", "pod", "namespace", "cgroup")
+FILTER_INCLUDE, FILTER_EXCLUDE = 1, 2  # EUNOMIA_FILTER_CGROUP in eunomia.h
 
 
 class ArgsError(ValueError):
@@ -130,7 +142,22 @@ def resolve(spec: TracerSpec, given: dict[str, Any] | list[str] | None) -> dict[
             values[name] = _coerce(param, param.default)
         else:
             values[name] = False if param.type == "bool" else 0 if param.type == "int" else ""  # str: unused
+    cgroup_filter_mode(values)
     return values
+
+
+def cgroup_filter_mode(values: dict[str, Any]) -> int:
+    """0 (no cgroup filter), FILTER_INCLUDE or FILTER_EXCLUDE (--host); rejects combinations
+    that cannot mean anything."""
+    chosen = [name for name in CGROUP_SELECTORS if values.get(name)]
+    if values.get("host"):
+        if chosen:
+            raise ArgsError(f"--host (host processes only) cannot be combined with --{chosen[0]}")
+        return FILTER_EXCLUDE
+    if values.get("cgroup") and len(chosen) > 1:
+        other = next(name for name in chosen if name != "cgroup")
+        raise ArgsError(f"--cgroup names a cgroup directly: it cannot be combined with --{other}")
+    return FILTER_INCLUDE if chosen else 0
 
 
 def pack_comm(comm: str) -> tuple[int, int]:
@@ -152,4 +179,5 @@ def defines(spec: TracerSpec, values: dict[str, Any]) -> list[str]:
                       f"-D{param.define}_LO={lo:#x}ULL", f"-D{param.define}_HI={hi:#x}ULL"]
         else:
             flags.append(f"-D{param.define}={int(value)}")
+    flags.append(f"-DEUNOMIA_FILTER_CGROUP={cgroup_filter_mode(values)}")
     return flags

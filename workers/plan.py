@@ -6,7 +6,7 @@ never imports the spec parser (pydantic, YAML), which keeps its memory small.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -31,6 +31,7 @@ class WorkerPlan:
     batch_max: int = 4096
     batch_interval: float = 0.05
     metrics_interval: float = 10.0
+    cgroup_ids: list[int] = field(default_factory=list)  # the cgroup filter's set, before any probe fires
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -71,6 +71,8 @@ class Worker:
         self.metrics: MetricsReader | None = None
         self.bpf: Any = None
         self.seq = 0
+        self.filter_updates = 0  # times the cgroup filter set was (re)written
+        self.filter_cgroups = 0  # cgroup ids in it now
         self.last_supervisor_hb = time.monotonic()
 
     # -- control channel -------------------------------------------------------------
@@ -90,6 +92,10 @@ class Worker:
                 self.last_supervisor_hb = time.monotonic()
             elif frame.type is FrameType.STOP:
                 self.stopping = True
+            elif frame.type is FrameType.FILTER and self.bpf is not None:
+                cgroups = frame.payload.get("cgroups")
+                if isinstance(cgroups, list) and all(type(c) is int and c > 0 for c in cgroups):
+                    self._set_cgroups(set(cgroups))
 
     def _missed_runs(self) -> int:
         """Program runs the kernel skipped (``recursion_misses``): events lost before any map or buffer."""
@@ -118,6 +124,8 @@ class Worker:
             "kernel_dropped": kernel,  # ring buffer or map full, plus missed program runs
             "kernel_missed_runs": missed,
             "stack_map_clears": self.metrics.stack_map_clears if self.metrics else 0,
+            "filter_cgroups": self.filter_cgroups,
+            "filter_updates": self.filter_updates,
             "hook_errors": self.hook.errors if self.hook else 0,
             "hook_last_error": self.hook.last_error if self.hook else "",
             "cpu_seconds": sum(os.times()[:2]),
@@ -133,6 +141,7 @@ class Worker:
         # supervisor forks after the attach, the program adds itself. A second pass
         # catches a fork that fell between the first pass and the attach.
         self._seed_agent_pids(self._agent_pids())
+        self._set_cgroups(set(self.plan.cgroup_ids))
         attach(self.bpf, self.plan)
         self._seed_agent_pids(self._agent_pids())
         if self.plan.event is not None:
@@ -163,6 +172,19 @@ class Worker:
             table[table.Key(pid)] = table.Leaf(1)
         generation = self.bpf["eunomia_agent_generation"]  # invalidates the per-CPU verdicts
         generation[generation.Key(0)] = generation.Leaf(generation[generation.Key(0)].value + 1)
+
+    def _set_cgroups(self, wanted: set[int]) -> None:
+        """Make the kernel's cgroup filter set equal ``wanted`` (the supervisor keeps it current)."""
+        table = self.bpf["eunomia_cgroups"]
+        present = {key.value for key in table.keys()}
+        for cgroup_id in present - wanted:
+            del table[table.Key(cgroup_id)]
+        for cgroup_id in wanted - present:
+            table[table.Key(cgroup_id)] = table.Leaf(1)
+        generation = self.bpf["eunomia_cgroup_generation"]  # invalidates the per-CPU verdicts
+        generation[generation.Key(0)] = generation.Leaf(generation[generation.Key(0)].value + 1)
+        self.filter_updates += 1
+        self.filter_cgroups = len(wanted)
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
         self.raw.append(ctypes.string_at(data, size))

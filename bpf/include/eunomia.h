@@ -8,6 +8,8 @@
  *   EUNOMIA_RINGBUF_PAGES        ring buffer size in pages
  *   EUNOMIA_FILTER_PID           tgid to keep, 0 for all
  *   EUNOMIA_FILTER_COMM_SET/_LO/_HI   comm to keep, as two little-endian u64 words
+ *   EUNOMIA_FILTER_CGROUP        1: keep only tasks in (or below) a cgroup of the
+ *                                eunomia_cgroups map; 2: keep only tasks in none of them
  *   EUNOMIA_EVENT_SIZE/_STRUCT   the event size its spec implies (checked below)
  */
 #ifndef EUNOMIA_H
@@ -28,6 +30,9 @@
 #endif
 #ifndef EUNOMIA_AGENT_PID
 #define EUNOMIA_AGENT_PID 0
+#endif
+#ifndef EUNOMIA_FILTER_CGROUP
+#define EUNOMIA_FILTER_CGROUP 0
 #endif
 #ifndef EUNOMIA_FILTER_COMM_SET
 #define EUNOMIA_FILTER_COMM_SET 0
@@ -69,6 +74,51 @@ struct eunomia_agent_verdict {
 };
 BPF_PERCPU_ARRAY(eunomia_agent_cache, struct eunomia_agent_verdict, 1);
 
+/* The cgroup filter (--container, --pod, --namespace, --host, --cgroup): cgroup v2 ids
+ * that the worker keeps current as the supervisor learns of containers. A task matches
+ * when its cgroup or one of its ancestors is in the map, so processes in sub-cgroups of
+ * a container, and containers of a pod (the pod's cgroup is their parent), match too.
+ * The verdict is cached per CPU for the last cgroup, like the agent's, by generation. */
+#define EUNOMIA_CGROUP_DEPTH 16
+BPF_HASH(eunomia_cgroups, u64, u8, 16384);
+BPF_ARRAY(eunomia_cgroup_generation, u64, 1);
+struct eunomia_cgroup_verdict {
+    u64 generation;
+    u64 cgroup_id;
+    u64 matches;
+};
+BPF_PERCPU_ARRAY(eunomia_cgroup_cache, struct eunomia_cgroup_verdict, 1);
+
+static __always_inline int eunomia_cgroup_listed(void)
+{
+    for (int level = 1; level < EUNOMIA_CGROUP_DEPTH; level++) {  /* level 0 is the root */
+        u64 id = bpf_get_current_ancestor_cgroup_id(level);
+        if (!id)
+            break;  /* below the task's own cgroup */
+        if (eunomia_cgroups.lookup(&id))
+            return 1;
+    }
+    return 0;
+}
+
+static __always_inline int eunomia_cgroup_matches(void)
+{
+    int zero = 0;
+    u64 cgroup_id = bpf_get_current_cgroup_id();
+    u64 *generation = eunomia_cgroup_generation.lookup(&zero);
+    struct eunomia_cgroup_verdict *cached = eunomia_cgroup_cache.lookup(&zero);
+    if (!generation || !cached)
+        return eunomia_cgroup_listed();
+    u64 gen = *generation;
+    if (cached->cgroup_id == cgroup_id && cached->generation == gen)
+        return cached->matches;
+    int listed = eunomia_cgroup_listed();
+    cached->cgroup_id = cgroup_id;
+    cached->generation = gen;
+    cached->matches = listed;
+    return listed;
+}
+
 static __always_inline int eunomia_is_agent(u32 tgid)
 {
     if (tgid == EUNOMIA_SELF_PID || tgid == EUNOMIA_AGENT_PID)
@@ -105,13 +155,15 @@ static __always_inline void eunomia_count_drop(void)
 }
 
 /* 1 if the current task must be ignored: the agent itself, or outside the pid filter,
- * or (with_comm) outside the comm filter. */
+ * or outside the cgroup filter, or (with_comm) outside the comm filter. */
 static __always_inline int eunomia_skip(int with_comm)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (EUNOMIA_FILTER_PID && tgid != EUNOMIA_FILTER_PID)
         return 1;
     if (eunomia_is_agent(tgid))
+        return 1;
+    if (EUNOMIA_FILTER_CGROUP && eunomia_cgroup_matches() != (EUNOMIA_FILTER_CGROUP == 1))
         return 1;
     if (with_comm && EUNOMIA_FILTER_COMM_SET) {
         u64 comm[2] = {};

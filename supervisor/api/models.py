@@ -48,6 +48,9 @@ class Instance(BaseModel):
     last_error: str | None
     last_error_log: str = Field(description="compiler or verifier output for load failures")
     state_since: float
+    cgroup_filter: dict[str, Any] | None = Field(
+        default=None, description="the cgroup filter (--container, --pod, --namespace, --host, --cgroup): what it "
+        "selects and how many cgroups the kernel's map holds for it now")
     worker: dict[str, Any] = Field(description="the live worker's own counters: events read from the ring buffer "
                                    "(produced), handed to IPC (sent), memory (KiB) and CPU time")
 

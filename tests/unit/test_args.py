@@ -19,7 +19,9 @@ from workers.args import (
 )
 from workers.spec import TracerSpec, parse_spec
 
-DEFAULTS = {"pid": 0, "comm": "", "ringbuf_pages": 256}
+COMMON = ["pid", "comm", "ringbuf_pages", "container", "pod", "namespace", "host", "cgroup"]
+DEFAULTS = {"pid": 0, "comm": "", "ringbuf_pages": 256, "container": "", "pod": "", "namespace": "", "host": False,
+            "cgroup": ""}
 
 
 def make_spec(*params: dict[str, Any]) -> TracerSpec:
@@ -49,13 +51,12 @@ ALL_DEFAULTS = {**DEFAULTS, "port": 0, "failed": False, "min_size": 0, "verbose"
 
 
 def test_common_parameters():
-    assert [p.name for p in COMMON_PARAMETERS] == ["pid", "comm", "ringbuf_pages"]
+    assert [p.name for p in COMMON_PARAMETERS] == COMMON
     assert COMM_LEN == 16
 
 
 def test_parameters_common_first(spec):
-    assert [p.name for p in parameters(spec)] == ["pid", "comm", "ringbuf_pages", "port", "failed",
-                                                  "min_size", "verbose", "target"]
+    assert [p.name for p in parameters(spec)] == [*COMMON, "port", "failed", "min_size", "verbose", "target"]
 
 
 @pytest.mark.parametrize("given", [None, {}, []])
@@ -77,7 +78,7 @@ def test_none_values_mean_default(spec):
 def test_dict_values(spec):
     values = resolve(spec, {"pid": 42, "comm": "bash", "ringbuf_pages": 16, "port": 443,
                             "failed": True, "min_size": -5, "verbose": "yes", "target": "nginx"})
-    assert values == {"pid": 42, "comm": "bash", "ringbuf_pages": 16, "port": 443, "failed": True,
+    assert values == {**DEFAULTS, "pid": 42, "comm": "bash", "ringbuf_pages": 16, "port": 443, "failed": True,
                       "min_size": -5, "verbose": True, "target": "nginx"}
 
 
@@ -282,6 +283,7 @@ def test_defines_content(spec):
         "-DEUNOMIA_FILTER_COMM_LO=0x68736162ULL",
         "-DEUNOMIA_FILTER_COMM_HI=0x0ULL",
         "-DEUNOMIA_RINGBUF_PAGES=16",
+        "-DEUNOMIA_FILTER_HOST=0",
         "-DFILTER_DPORT=443",
         "-DFILTER_FAILED=1",
         "-DMIN_SIZE=-3",
@@ -289,6 +291,7 @@ def test_defines_content(spec):
         "-DTARGET_SET=0",
         "-DTARGET_LO=0x0ULL",
         "-DTARGET_HI=0x0ULL",
+        "-DEUNOMIA_FILTER_CGROUP=0",
     ]
 
 
@@ -300,4 +303,37 @@ def test_defines_for_defaults_of_builtin_style_spec():
         "-DEUNOMIA_FILTER_COMM_LO=0x0ULL",
         "-DEUNOMIA_FILTER_COMM_HI=0x0ULL",
         "-DEUNOMIA_RINGBUF_PAGES=256",
+        "-DEUNOMIA_FILTER_HOST=0",
+        "-DEUNOMIA_FILTER_CGROUP=0",
     ]
+
+
+# ---------------------------------------------------------------- the cgroup filter
+
+
+@pytest.mark.parametrize(("given", "mode"), [
+    ({}, 0),
+    ({"container": "web"}, 1),
+    ({"pod": "api-0", "namespace": "prod"}, 1),
+    ({"namespace": "prod"}, 1),
+    ({"container": "app", "pod": "api-0"}, 1),
+    ({"cgroup": "/system.slice/nginx.service"}, 1),
+    ({"host": True}, 2),
+])
+def test_cgroup_filter_mode_reaches_the_kernel(spec, given, mode):
+    assert f"-DEUNOMIA_FILTER_CGROUP={mode}" in defines(spec, resolve(spec, given))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--host", "--container", "web"], "--host (host processes only) cannot be combined with --container"),
+    (["--host", "--namespace", "prod"], "--host (host processes only) cannot be combined with --namespace"),
+    (["--cgroup", "/a", "--pod", "x"], "--cgroup names a cgroup directly: it cannot be combined with --pod"),
+])
+def test_cgroup_filters_that_cannot_combine(spec, argv, message):
+    with pytest.raises(ArgsError, match=re.escape(message)):
+        resolve(spec, argv)
+
+
+def test_cgroup_filter_flags(spec):
+    values = resolve(spec, ["--container", "web", "--pod=api-0", "--namespace", "prod"])
+    assert (values["container"], values["pod"], values["namespace"], values["host"]) == ("web", "api-0", "prod", False)

@@ -36,6 +36,7 @@ PAYLOADS = {
     FrameType.EVENTS: {"seq": 3, "cols": ["a", "b"], "rows": [[1, "x"], [2, None]]},
     FrameType.METRICS: {"samples": [{"name": "m_total", "labels": {"dport": 80}, "value": 3}]},
     FrameType.STOP: {},
+    FrameType.FILTER: {"cgroups": [4026531835, 12345]},
 }
 
 
@@ -44,7 +45,8 @@ def test_protocol_version():
 
 
 def test_frame_type_values():
-    assert {t.value for t in FrameType} == {"hello", "ready", "error", "hb", "events", "metrics", "stop"}
+    assert {t.value for t in FrameType} == {"hello", "ready", "error", "hb", "events", "metrics", "stop",
+                                             "filter"}
 
 
 @pytest.mark.parametrize("type_", list(FrameType), ids=lambda t: t.value)
