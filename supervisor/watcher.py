@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 
 from supervisor.backoff import CrashHistory
+from supervisor.export.instance import InstanceExport
 from supervisor.states import State, StateMachine
 from workers.catalog import Tracer
 from workers.plan import WorkerPlan
@@ -64,6 +65,7 @@ class Watcher:
     remove_when_stopped: bool = False
     events_received: int = 0
     worker: dict[str, Any] = field(default_factory=dict)  # the latest heartbeat of the live worker
+    export: InstanceExport | None = None  # the instance's own export handlers
     _base: dict[str, int] = field(default_factory=dict)  # counters of previous worker processes
 
     @property
@@ -142,7 +144,7 @@ class Watcher:
             "values": self.values,
             "events": self.events_received,
             "drops": {"kernel": self.counter("kernel_dropped"), "ipc": self.counter("ipc_dropped"),
-                      "hook": self.counter("hook_dropped"), "store": 0},
+                      "hook": self.counter("hook_dropped"), "store": 0, "exporter": 0},
             "last_error": self.last_error,
             "last_error_log": self.last_error_log,
             "state_since": self.sm.since,
