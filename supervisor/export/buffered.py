@@ -68,23 +68,31 @@ class Buffered:
         self._cv = threading.Condition()
         self._closing_at: float | None = None
         self._stats = HandlerStats()
+        # a handler configured to ignore samples (or events) says so: they then take no room in the queue
+        self._takes_events = bool(getattr(inner, "takes_events", True))
+        self._takes_samples = bool(getattr(inner, "takes_samples", True))
         self._thread = threading.Thread(target=self._run, name=f"export-{name}", daemon=True)
         self._thread.start()
 
     # -- producer side (the supervisor's loop) ----------------------------------------
     def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:
-        if rows:
+        if rows and self._takes_events:
             self._put(_Batch(instance, len(rows), tracer=tracer, columns=columns, rows=rows))
 
     def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
-        if samples:
+        if samples and self._takes_samples:
             self._put(_Batch(instance, len(samples), ts=ts, samples=samples))
 
     def _put(self, batch: _Batch) -> None:
+        """Queue the batch, or as many of its events as fit; a metrics snapshot goes whole or not at all."""
         with self._cv:
-            if self._closing_at is not None or self._queued + batch.size > self.max_records:
-                self._count_dropped(batch)
-                return
+            room = 0 if self._closing_at is not None else self.max_records - self._queued
+            if batch.size > room:
+                if batch.rows is None or room <= 0:
+                    self._count_dropped(batch)
+                    return
+                self._stats.dropped += batch.size - room
+                batch.rows, batch.size = batch.rows[:room], room
             self._batches.append(batch)
             self._queued += batch.size
             self._cv.notify()

@@ -145,6 +145,14 @@ class FileHandler:
         if self.options.samples:
             self.file.write(sample_lines(instance, ts, samples), id(samples))
 
+    @property
+    def takes_events(self) -> bool:
+        return self.options.events
+
+    @property
+    def takes_samples(self) -> bool:
+        return self.options.samples
+
     def dropped(self, instance: str) -> int:
         return 0
 

@@ -44,6 +44,14 @@ class StdoutHandler:
         if self.options.samples:
             self._write(sample_lines(instance, ts, samples))
 
+    @property
+    def takes_events(self) -> bool:
+        return self.options.events
+
+    @property
+    def takes_samples(self) -> bool:
+        return self.options.samples
+
     def dropped(self, instance: str) -> int:
         return 0
 

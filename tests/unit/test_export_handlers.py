@@ -218,18 +218,19 @@ def test_failing_destination_loses_nothing_within_the_bound_and_counts_the_rest(
     wrapped = _buffered(dest, buffer=10)
     for pid in range(4):  # 4 batches of 2 events = 8 records, within the bound of 10
         wrapped.events("i", "t", COLS, [[0, pid, "c", 1], [0, pid, "c", 1]])
-    wrapped.samples("i", 1, [("m", {}, 1.0)] * 2)  # 10 records: full
-    wrapped.events("i", "t", COLS, [[0, 99, "c", 1]])  # beyond the bound: dropped
-    wrapped.samples("i", 2, [("m", {}, 1.0)])  # beyond: dropped
+    wrapped.samples("i", 1, [("m", {}, 1.0)] * 3)  # a snapshot does not fit whole: dropped
+    wrapped.events("i", "t", COLS, [[0, 4, "c", 1], [0, 4, "c", 1], [0, 4, "c", 1]])  # 2 of 3 events fit
+    wrapped.samples("i", 2, [("m", {}, 1.0)])  # full: dropped
+    wrapped.events("i", "t", COLS, [[0, 99, "c", 1]])  # full: dropped
     wait_until(lambda: wrapped.stats.errors >= 3)  # it keeps retrying the first batch
     stats = wrapped.stats
-    assert (stats.queued, stats.sent, stats.dropped, stats.dropped_samples) == (10, 0, 1, 1)
+    assert (stats.queued, stats.sent, stats.dropped, stats.dropped_samples) == (10, 0, 2, 4)
     assert stats.last_error == "ConnectionError: destination down"
-    assert wrapped.dropped("i") == 1
+    assert wrapped.dropped("i") == 2
     dest.failing.clear()  # the destination recovers
     wait_until(lambda: wrapped.stats.queued == 0)
     assert dest.batches == [("events", [0, 0]), ("events", [1, 1]), ("events", [2, 2]), ("events", [3, 3]),
-                            ("samples", 2)]  # everything within the bound, in order, once
+                            ("events", [4, 4])]  # everything within the bound, in order, once
     assert wrapped.stats.sent == 10
     wrapped.events("i", "t", COLS, [[0, 5, "c", 1]])  # and it takes new batches again
     wait_until(lambda: dest.batches[-1] == ("events", [5]))
@@ -252,6 +253,23 @@ def test_the_producer_never_waits_for_a_hung_destination() -> None:
     stats = wrapped.stats
     assert stats.queued + stats.dropped == 200 and stats.dropped >= 100
     release.set()
+    wrapped.close()
+    assert wrapped.join(5)
+
+
+def test_what_the_handler_ignores_takes_no_room() -> None:
+    class EventsOnly(Recorder):
+        takes_samples = False
+
+    dest = EventsOnly()
+    dest.failing.set()
+    wrapped = _buffered(dest, buffer=2)
+    wrapped.samples("i", 1, [("m", {}, 1.0)] * 5)
+    wrapped.events("i", "t", COLS, [[0, 1, "c", 1], [0, 2, "c", 1]])
+    stats = wrapped.stats
+    assert (stats.queued, stats.dropped, stats.dropped_samples) == (2, 0, 0)
+    dest.failing.clear()
+    wait_until(lambda: dest.batches == [("events", [1, 2])])
     wrapped.close()
     assert wrapped.join(5)
 
