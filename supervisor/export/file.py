@@ -8,6 +8,7 @@ remembered, so a retry neither loses nor repeats a line.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 from pathlib import Path
@@ -17,7 +18,7 @@ from pydantic import ByteSize, Field, field_validator
 
 from supervisor.export.args import HandlerOptions, parse_options
 from supervisor.export.base import HandlerArgs, HandlerStats
-from supervisor.export.jsonlines import event_lines, sample_lines
+from supervisor.export.jsonlines import Lines, event_lines, sample_lines
 from supervisor.sinks import Sample
 
 
@@ -55,22 +56,21 @@ class RotatingFile:
         self._ino: int | None = None
         self._progress: tuple[int, int] | None = None  # (batch key, lines already written) after a failure
 
-    def write(self, lines: list[bytes], key: int) -> None:
+    def write(self, lines: Lines, key: int) -> None:
         """Write every line; ``key`` identifies the batch across retries."""
         i = self._progress[1] if self._progress is not None and self._progress[0] == key else 0
         self._progress = None
         try:
             while i < len(lines):
                 self._ensure_open()
-                room = self.max_bytes - self.size
-                j, n = i, 0
-                while j < len(lines) and (n + len(lines[j]) <= room or (self.size == 0 and j == i)):
-                    n += len(lines[j])
-                    j += 1
+                limit = lines.start(i) + self.max_bytes - self.size  # the buffer offset where this file is full
+                j = bisect.bisect_right(lines.ends, limit, lo=i)
+                if j == i and self.size == 0:
+                    j = i + 1  # a line longer than max_bytes goes alone into a fresh file
                 if j == i:
                     self._rotate()
                     continue
-                self._append(b"".join(lines[i:j]))
+                self._append(memoryview(lines.data)[lines.start(i):lines.ends[j - 1]])
                 i = j
         except BaseException:
             self._progress = (key, i)
@@ -89,10 +89,10 @@ class RotatingFile:
         st = os.fstat(fd)
         self._fd, self._ino, self.size = fd, st.st_ino, st.st_size
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: memoryview) -> None:
         assert self._fd is not None
         start = self.size
-        view = memoryview(data)
+        view = data
         try:
             while view:
                 written = os.write(self._fd, view)

@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 
 from supervisor.export.args import HandlerOptions, parse_options
 from supervisor.export.base import HandlerArgs, HandlerStats
-from supervisor.export.jsonlines import event_lines, sample_lines
+from supervisor.export.jsonlines import Lines, event_lines, sample_lines
 from supervisor.sinks import Sample
 
 #: Handlers of several instances share the one stdout: whole batches, never interleaved lines.
@@ -31,9 +31,9 @@ class StdoutHandler:
     def create(cls, args: HandlerArgs) -> StdoutHandler:
         return cls(parse_options("stdout", StdoutOptions, args))
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, lines: Lines) -> None:
         with _STDOUT_LOCK:
-            self.stream.write(b"".join(lines))
+            self.stream.write(lines.data)
             self.stream.flush()
 
     def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:

@@ -19,6 +19,7 @@ from supervisor.export import registry as export_registry
 from supervisor.export.args import HandlerOptions, parse_options, split_options
 from supervisor.export.buffered import Buffered, BufferOptions
 from supervisor.export.file import FileOptions, RotatingFile
+from supervisor.export.jsonlines import Lines
 from supervisor.export.stdout import StdoutHandler, StdoutOptions
 from supervisor.store import StoreWriter
 from workers.catalog import Catalog, default_search_path
@@ -314,6 +315,14 @@ def _lines(n: int, start: int = 0) -> list[bytes]:
     return [f"line {i:04d}\n".encode() for i in range(start, start + n)]  # 10 bytes each
 
 
+def _buffer(lines: list[bytes]) -> Lines:
+    out = Lines()
+    for line in lines:
+        out.data += line
+        out.ends.append(len(out.data))
+    return out
+
+
 def _all_lines(path: Path, keep: int) -> list[bytes]:
     files = [Path(f"{path}.{k}") for k in range(keep, 0, -1)] + [path]
     return [line for f in files if f.exists() for line in f.read_bytes().splitlines(keepends=True)]
@@ -323,7 +332,7 @@ def test_rotation_keeps_n_files_no_bigger_than_the_limit(tmp_path: Path) -> None
     path = tmp_path / "sub" / "e.jsonl"  # the folder is created
     rf = RotatingFile(path, max_bytes=35, keep=3)
     for batch in range(5):
-        rf.write(_lines(4, batch * 4), key=batch)  # 20 lines, 200 bytes: 3 lines per file
+        rf.write(_buffer(_lines(4, batch * 4)), key=batch)  # 20 lines, 200 bytes: 3 lines per file
     rf.close()
     files = sorted(p.name for p in path.parent.iterdir())
     assert files == ["e.jsonl", "e.jsonl.1", "e.jsonl.2", "e.jsonl.3"]
@@ -337,8 +346,8 @@ def test_rotation_keeps_n_files_no_bigger_than_the_limit(tmp_path: Path) -> None
 def test_keep_zero_and_a_line_longer_than_the_limit(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
     rf = RotatingFile(path, max_bytes=15, keep=0)
-    rf.write(_lines(1), key=1)
-    rf.write([b"x" * 40 + b"\n"], key=2)  # alone in a fresh file, not split, not lost
+    rf.write(_buffer(_lines(1)), key=1)
+    rf.write(_buffer([b"x" * 40 + b"\n"]), key=2)  # alone in a fresh file, not split, not lost
     rf.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.jsonl"]
     assert path.read_bytes() == b"x" * 40 + b"\n"
@@ -348,7 +357,7 @@ def test_a_failed_write_is_cut_back_and_the_retry_neither_loses_nor_repeats(tmp_
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "e.jsonl"
     rf = RotatingFile(path, max_bytes=45, keep=5)
-    rf.write(_lines(2), key=0)
+    rf.write(_buffer(_lines(2)), key=0)
     real_write = os.write
     calls = {"n": 0}
 
@@ -360,7 +369,7 @@ def test_a_failed_write_is_cut_back_and_the_retry_neither_loses_nor_repeats(tmp_
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", disk_full_on_second_write)
-    batch = _lines(6, 2)  # 2 lines fill this file, rotation, then 4 lines: the second write fails
+    batch = _buffer(_lines(6, 2))  # 2 lines fill this file, rotation, then 4 lines: the second write fails
     with pytest.raises(OSError, match="No space left"):
         rf.write(batch, key=7)
     monkeypatch.setattr(os, "write", real_write)
@@ -374,9 +383,9 @@ def test_an_unwritable_path_is_an_error_until_it_is_fixed(tmp_path: Path) -> Non
     blocker.write_text("a file where the folder should be")
     dest = RotatingFile(blocker / "e.jsonl", max_bytes=1000, keep=1)
     with pytest.raises(OSError):
-        dest.write(_lines(3), key=1)
+        dest.write(_buffer(_lines(3)), key=1)
     blocker.unlink()
-    dest.write(_lines(3), key=1)
+    dest.write(_buffer(_lines(3)), key=1)
     dest.close()
     assert (blocker / "e.jsonl").read_bytes() == b"".join(_lines(3))
 
