@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, wait_for
 
 N_A = 7  # connects to A's port
 N_B = 5  # connects to B's port
@@ -280,3 +280,28 @@ def test_bad_export_handlers_are_400_naming_the_handler(setup: Setup, handlers: 
     assert response.status_code == status, response.text
     assert needle in response.json()["detail"]
     assert [i["id"] for i in setup.agent.instances()] == before
+
+
+def test_eunomiactl_start_with_export_handlers_and_rm_frees_the_file(setup: Setup, tmp_path: Path) -> None:
+    path = tmp_path / "cli.jsonl"
+    env = {**os.environ, "EUNOMIA_SOCKET": str(setup.agent.socket)}
+    instance_id = f"export-cli-{os.getpid()}"
+    with _listener() as listener:
+        port = listener.getsockname()[1]
+        command = [*EUNOMIACTL, "start", "tcpconnect", "--id", instance_id, "--export", f"file {path} samples=false",
+                   "--export", "prometheus tcp_connects_total{}", "-P", str(port)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        inst = setup.agent.wait_state(instance_id, "running")
+        assert [h["id"] for h in inst["export_handlers"]] == ["file", "prometheus"]
+        assert inst["export_handlers"][1]["detail"]["exports"] == [
+            "eunomia_tcp_connects_total -> eunomia_tcp_connects_total summed"]
+        _connect(port, listener, 3)
+        events = wait_for(lambda: len(e := _file_events(path)[0]) >= 3 and e, 20, f"3 events in {path}")
+        assert len(events) == 3 and {e["dport"] for e in events} == {port}
+    assert setup.agent.request("DELETE", f"/instances/{instance_id}").status_code == 204
+    wait_for(lambda: instance_id not in {i["id"] for i in setup.agent.instances()}, 20, f"{instance_id} to be removed")
+    again = setup.agent.request("POST", "/instances", json={
+        "tracer": "tcpconnect", "args": {"port": port}, "export_handlers": [{"name": "file", "args": [str(path)]}]})
+    assert again.status_code == 201, again.text  # the removed instance no longer owns the file
+    setup.agent.request("DELETE", f"/instances/{again.json()['id']}")
