@@ -36,7 +36,12 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
         writer = StoreWriter(config.db_path, config.retention)
         writer.start()
         reader = StoreReader(config.db_path)
-    exports = Exports(writer)
+    try:
+        exports = Exports(writer, config.default_export_handlers)
+    except ValueError as exc:
+        if writer is not None:
+            writer.close()
+        raise SystemExit(f"eunomia: default export handlers: {exc}") from None
     supervisor = Supervisor(config, catalog, on_ready=on_ready, exports=exports)
     registry = agent_registry(supervisor, writer)
     servers: list[ApiServer | MetricsServer] = []

@@ -48,6 +48,8 @@ class AgentConfig:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     retention: Retention = field(default_factory=Retention)
     metrics_listen: str | None = None  # "HOST:PORT": serve GET /metrics (only) on TCP; off when None
+    #: handlers of instances started without ``export_handlers``; None: [{"name": "sqlite"}] when there is a store
+    default_export_handlers: list[dict[str, Any]] | None = None
 
     @property
     def socket_path(self) -> Path:
