@@ -64,6 +64,7 @@ class Exports:
         self._open.pop(id(export), None)
         for claim in [c for c, owner in self._claims.items() if owner == export.instance]:
             del self._claims[claim]
+        self._draining = [h for h in self._draining if not h.join(0)]  # forget the ones that finished
         self._draining += [e.handler for e in export.entries if isinstance(e.handler, Buffered)]
 
     def close(self, timeout: float = 10.0) -> None:
