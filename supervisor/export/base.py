@@ -76,7 +76,11 @@ class HandlerStats:
 class Handler(Protocol):
     """An export handler. Methods are called on the supervisor's loop unless the handler
     type is registered ``buffered`` (then on its own thread, where they may block or raise:
-    a call that raises is retried with the same arguments)."""
+    a call that raises is retried with the same arguments).
+
+    Optional attributes: ``claim`` (str: a destination only one handler may own, such as
+    ``"the file /x"``), ``takes_events`` / ``takes_samples`` (False: the buffered wrapper
+    does not queue that kind for it)."""
 
     def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None: ...
 
