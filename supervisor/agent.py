@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 from ipc.runtime_dir import ensure_private_dir
 from supervisor.api.app import create_app
-from supervisor.api.server import ApiServer
+from supervisor.api.metrics import create_metrics_app
+from supervisor.api.server import ApiServer, MetricsServer, bind_tcp_socket
 from supervisor.arbiter import Supervisor
 from supervisor.config import AgentConfig
-from supervisor.sinks import Sink, StoreSink
+from supervisor.export import Exports
+from supervisor.export.collector import agent_registry
 from supervisor.store import StoreReader, StoreWriter
 from workers.catalog import Catalog
 
@@ -23,23 +25,44 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
     for folder, error in catalog.errors.items():
         log.error("tracer in %s not loaded: %s", folder, error)
     ensure_private_dir(config.runtime_dir)
+    metrics_sock = None
+    if config.metrics_listen:  # bound first: a bad or busy address stops the agent before anything starts
+        try:
+            metrics_sock = bind_tcp_socket(config.metrics_listen)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"eunomia: cannot serve metrics on {config.metrics_listen}: {exc}") from None
     writer = reader = None
-    sinks: list[Sink] = []
     if config.db_path is not None:
         writer = StoreWriter(config.db_path, config.retention)
         writer.start()
         reader = StoreReader(config.db_path)
-        sinks.append(StoreSink(writer))
-    supervisor = Supervisor(config, catalog, sinks, on_ready=on_ready)
-    api = ApiServer(create_app(supervisor, reader, writer), config.socket_path) if config.serve_api else None
-    api_task = asyncio.create_task(api.serve()) if api else None
+    try:
+        exports = Exports(writer, config.default_export_handlers)
+    except ValueError as exc:
+        if writer is not None:
+            writer.close()
+        raise SystemExit(f"eunomia: default export handlers: {exc}") from None
+    supervisor = Supervisor(config, catalog, on_ready=on_ready, exports=exports)
+    registry = agent_registry(supervisor, writer)
+    servers: list[ApiServer | MetricsServer] = []
+    metrics_address = None
+    if metrics_sock is not None:
+        metrics_server = MetricsServer(create_metrics_app(registry), metrics_sock)
+        metrics_address = metrics_server.address
+        servers.append(metrics_server)
+        log.info("metrics on http://%s/metrics", metrics_address)
+    if config.serve_api:
+        servers.append(ApiServer(create_app(supervisor, reader, writer, registry, metrics_address),
+                                 config.socket_path))
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
     log.info("agent %s: api on %s, store %s", config.runtime_dir, config.socket_path, config.db_path)
     try:
         await supervisor.run()
     finally:
-        if api is not None and api_task is not None:
-            api.shutdown()
-            await api_task
+        for server in servers:
+            server.shutdown()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(exports.close)  # the handlers deliver what they hold, within a deadline
         if writer is not None:
             writer.close()
         log.info("agent stopped")

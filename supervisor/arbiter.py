@@ -28,6 +28,7 @@ from supervisor.backoff import CrashHistory
 from supervisor.config import AgentConfig
 from supervisor.containers.cgroup_filter import CgroupFilter, ContainerRef
 from supervisor.containers.cgroup_index import unified_root
+from supervisor.export import Exports
 from supervisor.sinks import Sink, flatten_samples
 from supervisor.states import PROCESS_STATES, State
 from supervisor.watcher import Watcher, describe_exit
@@ -58,11 +59,12 @@ class SupervisorStats:
 
 class Supervisor:
     def __init__(self, config: AgentConfig, catalog: Catalog, sinks: list[Sink] | None = None,
-                 on_ready: Callable[[], None] | None = None,
+                 on_ready: Callable[[], None] | None = None, exports: Exports | None = None,
                  containers: Callable[[], list[ContainerRef]] | None = None) -> None:
         self.config = config
         self.catalog = catalog
-        self.sinks: list[Sink] = list(sinks or [])
+        self.sinks: list[Sink] = list(sinks or [])  # get every instance's data
+        self.exports = exports  # builds each instance's own export handlers
         self.on_ready = on_ready
         self.watchers: dict[str, Watcher] = {}
         self.stats = SupervisorStats()
@@ -80,8 +82,10 @@ class Supervisor:
 
     # -- public operations (called on the loop, e.g. by the API) ---------------------
     def start_instance(self, tracer_name: str, args: dict[str, Any] | list[str] | None = None,
-                       instance_id: str | None = None) -> Watcher:
-        """Validate and start a new instance. Raises KeyError (tracer), ArgsError, Conflict."""
+                       instance_id: str | None = None,
+                       export_handlers: list[dict[str, Any]] | None = None) -> Watcher:
+        """Validate and start a new instance. Raises KeyError (tracer), ArgsError, ExportConfigError,
+        Conflict. ``export_handlers`` None means the agent's default handlers."""
         tracer = self.catalog.get(tracer_name)
         values = tracer_args.resolve(tracer.spec, args)
         cgroup_filter = CgroupFilter.from_values(values)
@@ -93,10 +97,12 @@ class Supervisor:
                 instance_id = f"{tracer.name}-{next(self._ids)}"
         elif instance_id in self.watchers:
             raise Conflict(f"instance {instance_id!r} already exists")
+        export = self.exports.open(instance_id, tracer, export_handlers) if self.exports is not None else None
         watcher = Watcher(
             id=instance_id, tracer=tracer, args=args if args is not None else {}, values=values,
             history=CrashHistory(self.config.backoff), log_path=self.config.log_dir / f"{instance_id}.log",
             cgroup_filter=cgroup_filter,
+            export=export,
         )
         self.watchers[instance_id] = watcher
         self._spawn(watcher)
@@ -121,7 +127,7 @@ class Supervisor:
         elif watcher.state in (State.BACKOFF, State.FATAL):
             watcher.sm.to(State.STOPPED)
         if watcher.state is State.STOPPED and remove:
-            del self.watchers[instance_id]
+            self._forget(watcher)
         return watcher
 
     def restart_instance(self, instance_id: str) -> Watcher:
@@ -166,7 +172,21 @@ class Supervisor:
     def describe(self, watcher: Watcher) -> dict[str, Any]:
         info = watcher.to_dict()
         info["drops"]["store"] = sum(s.dropped(watcher.id) for s in self.sinks)
+        info["export_handlers"] = []
+        if watcher.export is not None:
+            for hop, n in watcher.export.drops().items():
+                info["drops"][hop] += n
+            info["export_handlers"] = watcher.export.describe()
         return info
+
+    # -- export routing: each instance's data goes to the global sinks and its own handlers only
+    def _route(self, watcher: Watcher) -> list[Sink]:
+        return [*self.sinks, watcher.export] if watcher.export is not None else self.sinks
+
+    def _forget(self, watcher: Watcher) -> None:
+        self.watchers.pop(watcher.id, None)
+        if watcher.export is not None:
+            watcher.export.close()
 
     # -- lifecycle -------------------------------------------------------------------
     async def run(self, extra_tasks: list[Any] | None = None) -> None:
@@ -184,7 +204,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.request_shutdown)
         for request in cfg.default_tracers:
             try:
-                self.start_instance(request.tracer, request.args)
+                self.start_instance(request.tracer, request.args, export_handlers=request.export_handlers)
             except (KeyError, ValueError) as exc:
                 log.error("default tracer %s not started: %s", request.tracer, exc)
         tasks = [asyncio.create_task(coro) for coro in
@@ -256,7 +276,7 @@ class Supervisor:
         if watcher.state is State.STOPPING:
             watcher.sm.to(State.STOPPED)
             if watcher.remove_when_stopped:
-                self.watchers.pop(watcher.id, None)
+                self._forget(watcher)
             return
         message = watcher.crash_message(code)
         now = time.monotonic()
@@ -338,7 +358,7 @@ class Supervisor:
                        ("eunomia_instance_restarts_total", labels, float(watcher.restarts))]
             samples += [("eunomia_instance_dropped_total", {**labels, "hop": hop}, float(n))
                         for hop, n in info["drops"].items()]
-            for sink in self.sinks:
+            for sink in self._route(watcher):
                 sink.samples(watcher.id, ts, samples)
 
     async def _events_loop(self) -> None:
@@ -355,13 +375,13 @@ class Supervisor:
             if frame.type is FrameType.EVENTS:
                 rows = frame.payload["rows"]
                 watcher.events_received += len(rows)
-                for sink in self.sinks:
+                for sink in self._route(watcher):
                     sink.events(watcher.id, watcher.tracer.name, frame.payload["cols"], rows)
             elif frame.type is FrameType.METRICS:
                 samples = flatten_samples(frame.payload.get("samples") or [],
                                           {"instance": watcher.id, "tracer": watcher.tracer.name})
                 ts = frame.payload.get("ts") if isinstance(frame.payload.get("ts"), int) else time.time_ns()
-                for sink in self.sinks:
+                for sink in self._route(watcher):
                     sink.samples(watcher.id, ts, samples)
             else:
                 self._bad(f"{frame.type.value} frame on the events channel")

@@ -21,6 +21,8 @@ SOCKET_ENV = "EUNOMIA_SOCKET"
 class InstanceRequest:
     tracer: str
     args: dict[str, Any] | list[str] = field(default_factory=dict)
+    #: ``[{"name": "stdout"}, {"name": "file", "args": ["/var/log/x.jsonl"]}]``; None: the agent's default
+    export_handlers: list[dict[str, Any]] | None = None
 
 
 DEFAULT_TRACERS = (InstanceRequest("process"), InstanceRequest("opensnoop"), InstanceRequest("tcpconnect"))
@@ -45,6 +47,9 @@ class AgentConfig:
     metrics_interval: float = 10.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     retention: Retention = field(default_factory=Retention)
+    metrics_listen: str | None = None  # "HOST:PORT": serve GET /metrics (only) on TCP; off when None
+    #: handlers of instances started without ``export_handlers``; None: [{"name": "sqlite"}] when there is a store
+    default_export_handlers: list[dict[str, Any]] | None = None
 
     @property
     def socket_path(self) -> Path:

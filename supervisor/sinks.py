@@ -1,10 +1,9 @@
-"""Where the supervisor delivers what workers send: the store, a terminal, an exporter."""
+"""Where the supervisor delivers what workers send: a terminal, or an instance's export handlers
+(supervisor/export/, the store among them)."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
-
-from supervisor.store.writer import StoreWriter
 
 Sample = tuple[str, dict[str, str], float]
 
@@ -15,22 +14,6 @@ class Sink(Protocol):
     def samples(self, instance: str, ts: int, samples: list[Sample]) -> None: ...
 
     def dropped(self, instance: str) -> int: ...
-
-
-class StoreSink:
-    """The embedded SQLite store."""
-
-    def __init__(self, writer: StoreWriter) -> None:
-        self.writer = writer
-
-    def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:
-        self.writer.submit_events(instance, tracer, columns, rows)
-
-    def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
-        self.writer.submit_samples(ts, samples, instance)
-
-    def dropped(self, instance: str) -> int:
-        return self.writer.stats.dropped.get(instance, 0)
 
 
 def flatten_samples(raw: list[dict[str, Any]], extra: dict[str, str]) -> list[Sample]:

@@ -18,6 +18,7 @@ import msgpack
 
 from supervisor.backoff import CrashHistory
 from supervisor.containers.cgroup_filter import CgroupFilter
+from supervisor.export.instance import InstanceExport
 from supervisor.states import State, StateMachine
 from workers.catalog import Tracer
 from workers.plan import WorkerPlan
@@ -68,6 +69,7 @@ class Watcher:
     worker: dict[str, Any] = field(default_factory=dict)  # the latest heartbeat of the live worker
     cgroup_filter: CgroupFilter | None = None  # --container/--pod/--namespace/--host/--cgroup
     cgroup_ids: frozenset[int] = frozenset()  # what the worker's kernel map holds (last sent)
+    export: InstanceExport | None = None  # the instance's own export handlers
     _base: dict[str, int] = field(default_factory=dict)  # counters of previous worker processes
 
     @property
@@ -146,7 +148,7 @@ class Watcher:
             "values": self.values,
             "events": self.events_received,
             "drops": {"kernel": self.counter("kernel_dropped"), "ipc": self.counter("ipc_dropped"),
-                      "hook": self.counter("hook_dropped"), "store": 0},
+                      "hook": self.counter("hook_dropped"), "store": 0, "exporter": 0},
             "last_error": self.last_error,
             "last_error_log": self.last_error_log,
             "state_since": self.sm.since,

@@ -6,11 +6,24 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
 
 from supervisor import __version__
-from supervisor.api.models import EunomiaStartRequest, Health, Instance, Parameter, StartRequest, TracerInfo
+from supervisor.api.metrics import metrics_response
+from supervisor.api.models import (
+    EunomiaStartRequest,
+    ExportHandlerSpec,
+    ExportHandlerType,
+    Health,
+    Instance,
+    Parameter,
+    StartRequest,
+    TracerInfo,
+)
 from supervisor.arbiter import Conflict, NotFound, Supervisor
+from supervisor.export import ExportConfigError, handler_types
+from supervisor.export.collector import agent_registry
 from supervisor.store.reader import EventQuery, StoreReader
 from supervisor.store.writer import StoreWriter
 from workers import args as tracer_args
@@ -33,9 +46,11 @@ def _tracer_info(tracer: Tracer) -> TracerInfo:
     )
 
 
-def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer: StoreWriter | None = None) -> FastAPI:
+def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer: StoreWriter | None = None,
+               metrics: CollectorRegistry | None = None, metrics_address: str | None = None) -> FastAPI:
     app = FastAPI(title="Eunomia agent", version=__version__,
                   description="Control API of the Eunomia eBPF agent (unix socket, root only).")
+    registry = metrics if metrics is not None else agent_registry(supervisor, writer)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -43,10 +58,12 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
                     for e in exc.errors()]
         return JSONResponse(status_code=400, content={"detail": "; ".join(problems)})
 
-    def _start(tracer: str, args: dict[str, Any] | list[str], instance_id: str | None) -> Instance:
+    def _start(tracer: str, args: dict[str, Any] | list[str], instance_id: str | None,
+               export_handlers: list[ExportHandlerSpec] | None) -> Instance:
+        handlers = None if export_handlers is None else [h.model_dump() for h in export_handlers]
         try:
-            watcher = supervisor.start_instance(tracer, args, instance_id)
-        except ArgsError as exc:
+            watcher = supervisor.start_instance(tracer, args, instance_id, handlers)
+        except (ArgsError, ExportConfigError) as exc:
             raise HTTPException(400, str(exc)) from None
         except Conflict as exc:
             raise HTTPException(409, str(exc)) from None
@@ -70,8 +87,22 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
                      "dropped": sum(s.dropped.values()), "queued_rows": writer.queued_rows}
         summary = supervisor.summary()
         status = "ok" if not summary["states"].get("fatal") else "degraded"
-        return Health(status=status, version=__version__, store=store,
+        return Health(status=status, version=__version__, store=store, metrics_address=metrics_address,
                       tracer_errors={k: str(v) for k, v in supervisor.catalog.errors.items()}, **summary)
+
+    @app.get("/metrics", tags=["agent"], response_class=Response,
+             summary="Prometheus metrics: the instances' prometheus handlers, self-metrics, the agent's own")
+    async def metrics_endpoint(request: Request) -> Response:
+        return metrics_response(registry, request.headers.get("accept"))
+
+    @app.get("/export-handlers", response_model=list[ExportHandlerType], tags=["instances"])
+    async def list_export_handlers() -> list[ExportHandlerType]:
+        out = []
+        for kind in handler_types():
+            reason = kind.availability()
+            out.append(ExportHandlerType(name=kind.name, description=kind.description, buffered=kind.buffered,
+                                         hop=kind.hop, available=reason is None, unavailable_reason=reason))
+        return out
 
     @app.get("/tracers", response_model=list[TracerInfo], tags=["tracers"])
     async def list_tracers() -> list[TracerInfo]:
@@ -90,12 +121,12 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
 
     @app.post("/instances", response_model=Instance, status_code=201, responses=ERRORS, tags=["instances"])
     async def start_instance(body: StartRequest) -> Instance:
-        return _start(body.tracer, body.args, body.id)
+        return _start(body.tracer, body.args, body.id, body.export_handlers)
 
     @app.post("/start", response_model=Instance, status_code=201, responses=ERRORS, tags=["instances"],
               summary="Start a tracer (Eunomia's original API)")
     async def eunomia_start(body: EunomiaStartRequest) -> Instance:
-        return _start(body.name, body.args, None)
+        return _start(body.name, body.args, None, body.export_handlers)
 
     @app.get("/instances/{instance_id}", response_model=Instance, responses=ERRORS, tags=["instances"])
     async def get_instance(instance_id: str) -> Instance:

@@ -7,6 +7,21 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class ExportHandlerSpec(BaseModel):
+    """One export handler of an instance, as in Eunomia's API: ``{"name": "stdout", "args": []}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="handler type: sqlite, stdout, file, prometheus, otlp (GET /export-handlers)")
+    args: list[str] | dict[str, Any] = Field(default_factory=list,
+                                             description="the handler's arguments (docs/export.md)")
+
+
+def _export_handlers() -> Any:
+    return Field(default=None, description="where this instance's data goes; "
+                 "default: the agent's default handlers ([{\"name\": \"sqlite\"}])")
+
+
 class StartRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -17,15 +32,17 @@ class StartRequest(BaseModel):
     )
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
                            description="instance id; generated as '<tracer>-<n>' when omitted")
+    export_handlers: list[ExportHandlerSpec] | None = _export_handlers()
 
 
 class EunomiaStartRequest(BaseModel):
-    """Eunomia's original ``POST /start`` body (export handlers arrive with a later version)."""
+    """Eunomia's original ``POST /start`` body."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     args: list[str] = Field(default_factory=list)
+    export_handlers: list[ExportHandlerSpec] | None = _export_handlers()
 
 
 class Drops(BaseModel):
@@ -33,6 +50,30 @@ class Drops(BaseModel):
     ipc: int
     hook: int
     store: int
+    exporter: int = Field(description="events lost by export handlers other than sqlite, summed over them")
+
+
+class ExportHandlerState(BaseModel):
+    id: str = Field(description="the handler's name, with -2, -3 … for a second handler of the same type")
+    name: str
+    args: list[str] | dict[str, Any]
+    hop: str = Field(description="where its losses count: store (sqlite) or exporter")
+    sent: int = Field(description="records (events and samples) delivered")
+    dropped: int = Field(description="events lost: buffer full, or still undelivered at shutdown")
+    dropped_samples: int
+    errors: int = Field(description="failed deliveries; each is retried")
+    last_error: str
+    queued: int = Field(description="records waiting in the handler's buffer")
+    detail: dict[str, Any]
+
+
+class ExportHandlerType(BaseModel):
+    name: str
+    description: str
+    buffered: bool = Field(description="behind a bounded queue and a thread of its own, with retries")
+    hop: str
+    available: bool
+    unavailable_reason: str | None
 
 
 class Instance(BaseModel):
@@ -53,6 +94,7 @@ class Instance(BaseModel):
         "selects and how many cgroups the kernel's map holds for it now")
     worker: dict[str, Any] = Field(description="the live worker's own counters: events read from the ring buffer "
                                    "(produced), handed to IPC (sent), memory (KiB) and CPU time")
+    export_handlers: list[ExportHandlerState] = Field(default_factory=list)
 
 
 class Parameter(BaseModel):
@@ -87,6 +129,7 @@ class Health(BaseModel):
     unknown_instance_frames: int
     store: dict[str, Any] | None
     tracer_errors: dict[str, str]
+    metrics_address: str | None = Field(default=None, description="the TCP metrics listener, when configured")
 
 
 class Error(BaseModel):

@@ -22,10 +22,20 @@ def run(
     tracer_path: list[Path] = typer.Option(None, help="extra folder with tracers (repeatable)"),
     heartbeat_timeout: float = typer.Option(5.0, help="seconds of worker silence before it is killed"),
     metrics_interval: float = typer.Option(10.0, help="seconds between reads of the kernel's counters"),
+    metrics_listen: str = typer.Option(None, metavar="HOST:PORT",
+                                       help="also serve GET /metrics (read-only, nothing else) on this TCP "
+                                            "address, e.g. 127.0.0.1:9469; off by default"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the agent in the foreground (what the systemd service runs)."""
     from supervisor.agent import run_agent
+    from supervisor.api.server import parse_address
+
+    if metrics_listen:
+        try:
+            parse_address(metrics_listen)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--metrics-listen") from None
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -37,6 +47,6 @@ def run(
     config = AgentConfig(
         runtime_dir=runtime_dir, db_path=db, api_socket=socket, default_tracers=defaults,
         tracer_path=[*default_search_path(), *(tracer_path or [])],
-        heartbeat_timeout=heartbeat_timeout, metrics_interval=metrics_interval,
+        heartbeat_timeout=heartbeat_timeout, metrics_interval=metrics_interval, metrics_listen=metrics_listen,
     )
     asyncio.run(run_agent(config))

@@ -12,7 +12,7 @@ from supervisor.cli.client import Client, SocketOption
 
 def _row(inst: dict) -> str:
     drops = inst["drops"]
-    dropped = drops["kernel"] + drops["ipc"] + drops["hook"] + drops["store"]
+    dropped = sum(drops.values())
     error = (inst.get("last_error") or "").splitlines()[0][:60] if inst.get("last_error") else ""
     return (f"{inst['id']:<20} {inst['tracer']:<12} {inst['state']:<9} {str(inst['pid'] or '-'):>7} "
             f"{inst['restarts']:>8} {inst['events']:>10} {dropped:>7}  {error}")
@@ -36,11 +36,17 @@ def start(
     ctx: typer.Context,
     tracer: str = typer.Argument(..., help="tracer name (see `eunomiactl tracers`)"),
     instance_id: str = typer.Option(None, "--id", help="instance id [default: <tracer>-<n>]"),
+    export: list[str] = typer.Option(None, "--export", "-e", metavar="'NAME [ARG ...]'",
+                                     help="an export handler and its arguments, space-separated (repeatable), "
+                                          "e.g. --export stdout --export 'file /var/log/tcp.jsonl keep=3'; "
+                                          "default: the agent's (sqlite)"),
     socket: Path = SocketOption,
 ) -> None:
     """Start a tracer instance; tracer options follow the name, e.g. `start opensnoop -x -p 42`."""
-    inst = Client(socket).request("POST", "/instances", json={"tracer": tracer, "args": list(ctx.args),
-                                                               "id": instance_id})
+    body: dict = {"tracer": tracer, "args": list(ctx.args), "id": instance_id}
+    if export:
+        body["export_handlers"] = [{"name": words[0], "args": words[1:]} for words in map(str.split, export) if words]
+    inst = Client(socket).request("POST", "/instances", json=body)
     typer.echo(f"started {inst['id']} ({inst['state']})")
 
 
