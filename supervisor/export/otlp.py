@@ -195,6 +195,7 @@ class OtlpHandler:
         self._log_backoff = _Backoff(opts.interval)
         self._metric_backoff = _Backoff(opts.interval)
         self._closed = False
+        self._abandoned = False  # close() gave up on the thread and counted what it held
 
         self.sent_events = 0
         self.sent_points = 0
@@ -281,9 +282,19 @@ class OtlpHandler:
             if self._inflight is not None:
                 for instance, n in self._inflight.per_instance.items():
                     self.dropped_events[instance] = self.dropped_events.get(instance, 0) + n
+            for instance, _ts, samples in self._sample_sets:
+                self.dropped_points[instance] = self.dropped_points.get(instance, 0) + len(samples)
             self._chunks.clear()
+            self._sample_sets.clear()
             self._inflight = None
             self._queued = 0
+            self._abandoned = True
+        with contextlib.suppress(RuntimeError):  # the thread, if still stuck, may be changing them
+            unsent = self.metrics.collect()
+            if unsent is not None:
+                with self._lock:
+                    for instance, n in unsent.per_instance.items():
+                        self.dropped_points[instance] = self.dropped_points.get(instance, 0) + n
         left = self.stats()
         if left["dropped"] or left["errors"]:
             log.warning("otlp %s: closed; %d sent, %d dropped, %d failed exports (last: %s)", self.options.endpoint,
@@ -299,11 +310,11 @@ class OtlpHandler:
                 now = self.clock()
                 progressed = False
                 if self._queued and (closing or now >= self._log_due_at()):
-                    progressed = self._send_logs(closing)
+                    progressed = self._send_logs()
                     if closing and not progressed:
                         return  # the endpoint is down: close() counts what is left
-                if (now >= next_metrics or closing) and self.metrics.pending() and (
-                        closing or now >= self._metric_backoff.until):
+                metrics_due = max(next_metrics, self._metric_backoff.until)
+                if self.metrics.pending() and (closing or now >= metrics_due):
                     next_metrics = now + self.options.interval
                     if not self._send_metrics() and closing:
                         return
@@ -311,8 +322,9 @@ class OtlpHandler:
                     return
                 if progressed:
                     continue
-                wait = min(next_metrics, self._log_due_at()) - self.clock()
-                self._wake.wait(min(max(wait, 0.005), self.options.interval))
+                due = min(self._log_due_at(), metrics_due if self.metrics.pending() else float("inf"))
+                # new sample sets do not wake the thread: it looks at least once an interval
+                self._wake.wait(min(max(due - self.clock(), 0.005), self.options.interval))
                 self._wake.clear()
             except Exception as exc:  # a bug here must not end the thread silently
                 self._note_error(f"export thread: {type(exc).__name__}: {exc}")
@@ -347,61 +359,70 @@ class OtlpHandler:
 
     # logs
     def _take_batch(self) -> _LogBatch:
+        """Up to ``batch`` rows off the queue, as log records; the batch is the in-flight one
+        (what close() counts as dropped if it is never sent) from the moment it leaves the queue."""
         taken: list[_Chunk] = []
+        per_instance: dict[str, int] = {}
         with self._lock:
             want = self.options.batch
             while want and self._chunks:
                 chunk = self._chunks[0]
                 if len(chunk.rows) <= want:
                     taken.append(self._chunks.popleft())
-                    want -= len(chunk.rows)
                 else:
                     taken.append(_Chunk(chunk.instance, chunk.tracer, chunk.columns, chunk.rows[:want], chunk.received,
                                         chunk.arrived))
                     chunk.rows = chunk.rows[want:]
-                    want = 0
-        records: list[ReadableLogRecord] = []
-        per_instance: dict[str, int] = {}
-        rows = 0
+                want -= len(taken[-1].rows)
+                per_instance[chunk.instance] = per_instance.get(chunk.instance, 0) + len(taken[-1].rows)
+            batch = self._inflight = _LogBatch([], sum(len(c.rows) for c in taken), per_instance)
         for chunk in taken:
-            rows += len(chunk.rows)
-            per_instance[chunk.instance] = per_instance.get(chunk.instance, 0) + len(chunk.rows)
-            records += self._records(chunk)
-        return _LogBatch(records, rows, per_instance)
+            records, bad = self._records(chunk)
+            batch.records += records
+            if bad:
+                with self._lock:
+                    per_instance[chunk.instance] -= bad
+                    self.dropped_events[chunk.instance] = self.dropped_events.get(chunk.instance, 0) + bad
+                self._note_error(f"{chunk.instance}: {bad} rows are not rows of their {len(chunk.columns)} columns")
+        return batch
 
-    def _records(self, chunk: _Chunk) -> list[ReadableLogRecord]:
+    def _records(self, chunk: _Chunk) -> tuple[list[ReadableLogRecord], int]:
+        """The chunk's rows as log records, and how many rows were not rows of its columns."""
         key = (chunk.tracer, tuple(chunk.columns))
         mapper = self._mappers.get(key)
         if mapper is None:
             mapper = self._mappers[key] = EventMapper(chunk.tracer, chunk.columns)
         resource = self._resource_for(chunk.instance, chunk.tracer)
         out = []
-        bad = 0
         for row in chunk.rows:
             if not isinstance(row, (list, tuple)) or len(row) != len(mapper.columns):
-                bad += 1
                 continue
             ts = row[mapper.ts_index] if mapper.ts_index is not None else None
-            record = LogRecord(timestamp=ts if isinstance(ts, int) and ts > 0 else chunk.received,
-                               observed_timestamp=chunk.received, body=mapper.body(row),
-                               attributes=mapper.attributes(row), event_name=f"eunomia.{chunk.tracer}")
+            try:
+                record = LogRecord(timestamp=ts if isinstance(ts, int) and ts > 0 else chunk.received,
+                                   observed_timestamp=chunk.received, body=mapper.body(row),
+                                   attributes=mapper.attributes(row), event_name=f"eunomia.{chunk.tracer}")
+            except Exception:  # a value no attribute can hold: counted with the bad rows
+                continue
             out.append(ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=self.scope))
-        if bad:
-            with self._lock:
-                self.dropped_events[chunk.instance] = self.dropped_events.get(chunk.instance, 0) + bad
-            self._note_error(f"{chunk.instance}: {bad} rows do not match their {len(mapper.columns)} columns")
-        return out
+        return out, len(chunk.rows) - len(out)
 
-    def _send_logs(self, closing: bool) -> bool:
+    def _send_logs(self) -> bool:
         """One batch; True when it left the queue (sent, or refused for good)."""
-        if self._inflight is None:
-            self._inflight = self._take_batch()
-        batch = self._inflight
+        batch = self._inflight or self._take_batch()
+        if not batch.records:  # every row was bad (and counted)
+            with self._lock:
+                if not self._abandoned:
+                    self._inflight = None
+                    self._queued -= batch.rows
+            return True
         ok, retry = self._export(self.log_session, lambda: self.log_exporter.export(batch.records) is
                                  LogRecordExportResult.SUCCESS, self._log_backoff, f"{len(batch.records)} log records")
         if retry:
             return False
         with self._lock:
+            if self._abandoned:
+                return False
             self._inflight = None
             self._queued -= batch.rows
             if ok:
@@ -422,6 +443,8 @@ class OtlpHandler:
             return False
         self.metrics.done(batch)
         with self._lock:
+            if self._abandoned:
+                return False
             if ok:
                 self.sent_points += batch.points
             else:
@@ -448,8 +471,9 @@ class OtlpHandler:
         if not retry:
             reason += " (refused for good: dropped)"
         elif session.answered is None and session.error is None:
-            retry = False  # failed before any request (encoding, size limit): it would fail again
-            reason = f"{what} could not be encoded or are too large (dropped)"
+            retry = False  # failed before any request: it would fail again
+            reason = (f"{what} not sent: shutting down" if self._closing.is_set()
+                      else f"{what} could not be encoded or are too large (dropped)")
         self._warn(backoff, f"otlp: cannot export {what}: {reason}{'; retrying with backoff' if retry else ''}")
         self._note_error(reason)
         if retry:

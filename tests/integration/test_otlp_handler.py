@@ -215,7 +215,9 @@ def test_calls_never_wait_for_a_stuck_endpoint(handlers: list[OtlpHandler]) -> N
         begun = time.monotonic()
         handler.close()  # gives up after --flush-timeout; what is left counts as dropped
         assert time.monotonic() - begun < 10
-        assert handler.stats()["dropped_events"] == 2010 and handler.stats()["queued"] == 0
+        stats = handler.stats()
+        assert stats["dropped_events"] == 2010 and stats["queued"] == 0
+        assert stats["dropped_points"] == 200  # the sample sets the stuck thread never read
         handler.events("seq-1", "seq", SEQ_COLUMNS, _seq_rows(0, 1))  # after close: counted, not queued
         assert handler.stats()["dropped_events"] == 2011
     finally:
@@ -239,4 +241,17 @@ def test_bad_rows_are_counted_not_raised(receiver: OtlpReceiver, handlers: list[
     handler.samples("seq-1", 1, [("x_total", {}, "NaN?"), "junk"])  # type: ignore[list-item]
     wait_for(lambda: _seqs(receiver) == [0], 10, "the good row")
     wait_for(lambda: handler.stats()["dropped_events"] == 2, 10, "the bad rows counted")
-    assert "do not match their 8 columns" in handler.stats()["last_error"]
+    assert "are not rows of their 8 columns" in handler.stats()["last_error"]
+
+
+def test_close_sends_what_is_queued(receiver: OtlpReceiver, handlers: list[OtlpHandler]) -> None:
+    handler = _handler(handlers, ["--endpoint", receiver.url, "--interval", "60", "--batch", "7"])
+    handler.events("seq-1", "seq", SEQ_COLUMNS, _seq_rows(0, 5))  # under a batch, an hour before it is due
+    handler.samples("seq-1", 5, [("eunomia_seq_total", {"instance": "seq-1", "tracer": "seq"}, 5.0)])
+    wait_for(lambda: handler.stats()["queued"] == 5, 5, "the events queued")
+    assert receiver.records() == []
+    handler.close()
+    assert _seqs(receiver) == [0, 1, 2, 3, 4]
+    assert [p.point.as_int for p in receiver.points("eunomia_seq_total")] == [5]
+    stats = handler.stats()
+    assert (stats["sent_events"], stats["sent_points"], stats["dropped"], stats["queued"]) == (5, 1, 0, 0)
