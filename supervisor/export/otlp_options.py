@@ -49,10 +49,10 @@ class OtlpOptions:
 
     def wants_metric(self, name: str) -> bool:
         """Whether a metric (``eunomia_syscount_calls_total``, a histogram's base name …) is sent."""
-        include = [p for p in self.metrics if not p.startswith("!")]
-        exclude = [p[1:] for p in self.metrics if p.startswith("!")]
         if not self.metrics:
             return False
+        include = [p for p in self.metrics if not p.startswith("!")]
+        exclude = [p[1:] for p in self.metrics if p.startswith("!")]
         if any(fnmatch.fnmatchcase(name, p) for p in exclude):
             return False
         return not include or any(fnmatch.fnmatchcase(name, p) for p in include)
