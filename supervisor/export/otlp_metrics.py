@@ -140,6 +140,7 @@ class MetricState:
         self.clock = clock
         self.families: dict[tuple[str, str], Family] = {}
         self.bounds: dict[str, set[float]] = {}
+        self.doubles: set[str] = set()  # metrics sent as doubles
         self.series = 0
 
     def ingest(self, instance: str, ts: int, samples: list[Sample]) -> int:
@@ -176,6 +177,8 @@ class MetricState:
             self.bounds.setdefault(name, set()).update(b for b in buckets if math.isfinite(b))
         else:
             value = parts["value"]
+            if not value.is_integer():
+                self.doubles.add(name)
         if kind == "gauge":
             start = 0
         elif prev is None:
@@ -240,8 +243,12 @@ class MetricState:
             points = [self._histogram_point(s, bounds, ts) for s in family.streams.values()]
             return Metric(name=name, description="", unit=unit,
                           data=Histogram(data_points=points, aggregation_temporality=CUMULATIVE))
+        # Integers while every value seen is one (exact counts); once a metric had a fraction
+        # (a scaled counter) it stays in doubles, so its streams never switch type back.
+        double = family.kind == "gauge" or unit == "s" or name in self.doubles
+        number: Callable[[float], int | float] = float if double else _number
         numbers = [NumberDataPoint(attributes=s.attributes, start_time_unix_nano=s.start, time_unix_nano=ts,
-                                   value=_number(s.value)) for s in family.streams.values()]
+                                   value=number(s.value)) for s in family.streams.values()]
         if family.kind == "sum":
             return Metric(name=name, description="", unit=unit,
                           data=Sum(data_points=numbers, aggregation_temporality=CUMULATIVE, is_monotonic=True))

@@ -144,3 +144,17 @@ def test_parse_samples_ignores_garbage_and_units() -> None:
     assert parsed["h"][1][()] == {"buckets": {}, "count": 1.0}
     assert [unit_of(n) for n in ("x_seconds", "x_bytes_total", "x_nanoseconds_total", "x_total")] == \
         ["s", "By", "ns", ""]
+
+
+def test_a_metric_with_a_fraction_stays_in_doubles() -> None:
+    state = _state()
+    seconds = {"name": "offcputime_offcpu_seconds_total", "type": "counter", "labels": {}, "value": 2}
+    state.ingest("offcputime-1", 1000, _flat([_counter(3), seconds], "offcputime-1", "offcputime"))
+    metrics = _metrics(state)
+    (calls,) = metrics[("offcputime-1", "eunomia_syscount_calls_total")].data.data_points
+    (offcpu,) = metrics[("offcputime-1", "eunomia_offcputime_offcpu_seconds_total")].data.data_points
+    assert isinstance(calls.value, int) and isinstance(offcpu.value, float) and offcpu.value == 2.0
+    state.ingest("offcputime-1", 2000, _flat([_counter(3.5)], "offcputime-1", "offcputime"))
+    state.ingest("offcputime-1", 3000, _flat([_counter(4)], "offcputime-1", "offcputime"))
+    (calls,) = _metrics(state)[("offcputime-1", "eunomia_syscount_calls_total")].data.data_points
+    assert isinstance(calls.value, float) and calls.value == 4.0
