@@ -121,5 +121,6 @@ register("file", "supervisor.export.file:FileHandler.create",
          description="JSON lines in a file rotated by size: path, max_bytes, keep")
 register("prometheus", "supervisor.export.prometheus:PrometheusHandler.create", with_context=True, buffered=False,
          description="the latest values of selected metrics on GET /metrics")
-register("otlp", "supervisor.export.otlp:OtlpHandler",
-         description="OpenTelemetry (OTLP) export of events and metrics")
+register("otlp", "supervisor.export.otlp_plugin:OtlpExport.create", buffered=False, hop="exporter",
+         description="OpenTelemetry over OTLP/HTTP: events as log records, metrics as cumulative sums and "
+                     "histograms (docs/otlp.md)")
