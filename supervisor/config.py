@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.backoff import BackoffPolicy
+from supervisor.config_schema import ExportHandlerRequest, Listeners
 from supervisor.store.writer import Retention
 from workers.catalog import default_search_path
 
@@ -21,6 +22,8 @@ SOCKET_ENV = "EUNOMIA_SOCKET"
 class InstanceRequest:
     tracer: str
     args: dict[str, Any] | list[str] = field(default_factory=dict)
+    instance_id: str | None = None  # default: <tracer>-<n>
+    export_handlers: tuple[ExportHandlerRequest, ...] = ()
 
 
 DEFAULT_TRACERS = (InstanceRequest("process"), InstanceRequest("opensnoop"), InstanceRequest("tcpconnect"))
@@ -45,6 +48,8 @@ class AgentConfig:
     metrics_interval: float = 10.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     retention: Retention = field(default_factory=Retention)
+    listeners: Listeners = field(default_factory=Listeners)  # TCP listeners; none unless configured
+    config_file: Path | None = None  # where the settings came from, if from a file
 
     @property
     def socket_path(self) -> Path:

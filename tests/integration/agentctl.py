@@ -41,8 +41,11 @@ class Agent:
         self.socket = self.runtime / "eunomia.sock"
         self.log_path = self.tmp / "agent.log"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        extra = list(extra or [])
+        if "--config" not in extra:
+            extra.append("--no-config")  # hermetic: not the host's /etc/eunomia/eunomia.yaml
         args = [*EUNOMIACTL, "run", "--runtime-dir", str(self.runtime), "--db", str(self.db),
-                "--tracer-path", str(TEST_TRACERS), "--metrics-interval", "1", *(extra or [])]
+                "--tracer-path", str(TEST_TRACERS), "--metrics-interval", "1", *extra]
         if tracers is None:
             pass
         elif tracers:
