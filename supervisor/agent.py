@@ -4,21 +4,68 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
+
+from fastapi import FastAPI
 
 from ipc.runtime_dir import ensure_private_dir
 from supervisor.api.app import create_app
-from supervisor.api.server import ApiServer
+from supervisor.api.remote import BearerAuth, read_token_file
+from supervisor.api.server import ApiServer, TcpApiServer, bind_tcp_socket
 from supervisor.arbiter import Supervisor
 from supervisor.config import AgentConfig
+from supervisor.service_status import ServiceReporter
 from supervisor.sinks import Sink, StoreSink
 from supervisor.store import StoreReader, StoreWriter
+from supervisor.systemd_notify import Notifier
 from workers.catalog import Catalog
 
 log = logging.getLogger("eunomia.agent")
 
 
-async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = None) -> None:
+class StartError(RuntimeError):
+    """The agent cannot start (e.g. a port is taken); nothing was started."""
+
+
+def _bind_control_tcp(config: AgentConfig) -> tuple[str, socket.socket] | None:
+    """The token and the bound socket of the control API on TCP, when configured: done first, so
+    that a missing token (TokenFileError) or a busy port (OSError) stops the agent before anything started."""
+    listener = config.listeners.control_tcp
+    if listener is None:
+        return None
+    token = read_token_file(listener.token_file)
+    try:
+        return token, bind_tcp_socket(listener.address, listener.port)
+    except OSError as exc:
+        raise StartError(f"control API: cannot listen on {listener.address}:{listener.port}: {exc.strerror}") from None
+
+
+def _remote_server(config: AgentConfig, app: FastAPI, token: str, sock: socket.socket) -> TcpApiServer:
+    listener = config.listeners.control_tcp
+    assert listener is not None
+    remote = TcpApiServer(BearerAuth(app, token), sock, listener.tls_cert, listener.tls_key)
+    if not remote.tls:
+        log.warning("control API on %s:%d without TLS: the token crosses the network in clear text",
+                    remote.address, remote.port)
+    log.info("control API on %s://%s:%d (bearer token)", "https" if remote.tls else "http", remote.address,
+             remote.port)
+    return remote
+
+
+def _chain(*callbacks: Callable[[], None] | None) -> Callable[[], None]:
+    def call() -> None:
+        for callback in callbacks:
+            if callback is not None:
+                callback()
+    return call
+
+
+async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = None,
+                    notifier: Notifier | None = None) -> None:
+    notifier = notifier or Notifier.from_environ()
+    control_tcp = _bind_control_tcp(config)
+    reporter = ServiceReporter(notifier)
     catalog = Catalog.discover(config.tracer_path)
     for folder, error in catalog.errors.items():
         log.error("tracer in %s not loaded: %s", folder, error)
@@ -30,16 +77,24 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
         writer.start()
         reader = StoreReader(config.db_path)
         sinks.append(StoreSink(writer))
-    supervisor = Supervisor(config, catalog, sinks, on_ready=on_ready)
-    api = ApiServer(create_app(supervisor, reader, writer), config.socket_path) if config.serve_api else None
-    api_task = asyncio.create_task(api.serve()) if api else None
+    supervisor = Supervisor(config, catalog, sinks, on_ready=_chain(reporter.ready, on_ready))
+    reporter.supervisor = supervisor
+    app = create_app(supervisor, reader, writer)
+    servers: list[ApiServer | TcpApiServer] = []
+    if config.serve_api:
+        servers.append(ApiServer(app, config.socket_path))
+    if control_tcp is not None:
+        servers.append(_remote_server(config, app, *control_tcp))
+    server_tasks = [asyncio.create_task(server.serve()) for server in servers]
     log.info("agent %s: api on %s, store %s", config.runtime_dir, config.socket_path, config.db_path)
     try:
-        await supervisor.run()
+        await supervisor.run(extra_tasks=[reporter.run()])
     finally:
-        if api is not None and api_task is not None:
-            api.shutdown()
-            await api_task
+        reporter.stopping()
+        for server in servers:
+            server.shutdown()
+        await asyncio.gather(*server_tasks, return_exceptions=True)
         if writer is not None:
             writer.close()
+        notifier.close()
         log.info("agent stopped")

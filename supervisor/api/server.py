@@ -1,4 +1,5 @@
-"""Serve the API with uvicorn on a unix socket that only root can open (mode 0600)."""
+"""Serve the API with uvicorn: on a unix socket that only root can open (mode 0600), and, when
+configured, on TCP behind a bearer token (see supervisor/api/remote.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 class _Server(uvicorn.Server):
@@ -46,6 +48,35 @@ class ApiServer:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+
+
+def bind_tcp_socket(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.create_server((address, port), family=family, backlog=128)
+    sock.setblocking(False)
+    return sock
+
+
+class TcpApiServer:
+    """The API on a bound TCP socket; ``app`` is expected to check authentication itself (BearerAuth)."""
+
+    def __init__(self, app: ASGIApp, sock: socket.socket, tls_cert: Path | None = None,
+                 tls_key: Path | None = None) -> None:
+        self.sock = sock
+        self.address, self.port = self.sock.getsockname()[:2]
+        tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
+        self.tls = bool(tls)
+        self.server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                             proxy_headers=False, **tls))
+
+    async def serve(self) -> None:
+        try:
+            await self.server.serve(sockets=[self.sock])
+        finally:
+            self.sock.close()
 
     def shutdown(self) -> None:
         self.server.should_exit = True
