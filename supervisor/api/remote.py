@@ -25,16 +25,17 @@ def read_token_file(path: Path) -> str:
     """The token in ``path``: a regular file of mode 0600 (or stricter) owned by root (the agent's user)."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not hang us
     except FileNotFoundError:
         raise TokenFileError(f"{path}: no such file; create it with `install -m 0600 /dev/null {path}` "
                              f"and write a random token into it (e.g. `openssl rand -hex 32 > {path}`)") from None
     except OSError as exc:
         raise TokenFileError(f"{path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise TokenFileError(f"{path}: not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise TokenFileError(f"{path}: not a regular file")
         if st.st_uid != os.geteuid():
             raise TokenFileError(f"{path}: owned by uid {st.st_uid}; it must belong to root (uid {os.geteuid()})")
         if st.st_mode & 0o077:
