@@ -34,7 +34,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 class Agent:
-    def __init__(self, tmp: Path, tracers: list[str] | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, tmp: Path, tracers: list[str] | None = None, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.tmp = Path(tmp)
         self.runtime = self.tmp / "run"
         self.db = self.tmp / "eunomia.db"
@@ -54,7 +55,8 @@ class Agent:
         else:
             args.append("--no-default-tracers")
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+                                     env={**os.environ, **(env or {})})
         self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://agent",
                                  timeout=30)
 
