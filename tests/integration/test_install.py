@@ -10,9 +10,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.integration.agentctl import REPO
+from tests.integration.agentctl import REPO, wait_for
 
 HOST_UNITS = Path("/usr/lib/systemd/system")
 
@@ -98,6 +99,68 @@ def test_unit_verifies_as_installed(root: Path, tmp_path: Path) -> None:
     shutil.copy(root / "etc/systemd/system/eunomia.service", bare / "etc/systemd/system")
     result = verify(bare)
     assert result.returncode != 0 and "/opt/eunomia/bin/eunomiactl is not executable" in result.stderr
+
+
+def unit_capabilities(root: Path) -> list[str]:
+    lines = (root / "etc/systemd/system/eunomia.service").read_text().splitlines()
+    return [cap.removeprefix("CAP_").lower() for line in lines if line.startswith("CapabilityBoundingSet=")
+            for cap in line.partition("=")[2].split()]
+
+
+def test_installed_agent_traces_inside_the_units_sandbox(root: Path, tmp_path: Path) -> None:
+    """The unit cannot run here (PID 1 is not systemd), so its sandbox is rebuilt around the installed agent:
+    only the unit's capabilities (bounding set) and no_new_privs, the whole file system read-only except the
+    runtime and state directories (ProtectSystem=strict, ProtectHome=read-only, ProtectControlGroups=yes).
+    Tracers that exercise every capability still attach, and an open by this test is seen and stored."""
+    run, state = tmp_path / "run", tmp_path / "state"
+    run.mkdir(mode=0o700)
+    state.mkdir(mode=0o700)
+    caps = ",".join(f"+{c}" for c in unit_capabilities(root))
+    sandbox = (f"mount --make-rprivate / && mount --bind {run} {run} && mount --bind {state} {state} && "
+               "mount -o remount,bind,ro / && "
+               "for m in /sys/fs/cgroup $(awk '$5 ~ \"^/sys/fs/cgroup/\" {print $5}' /proc/self/mountinfo); do "
+               "mount -o remount,bind,ro $m; done && "
+               f'exec setpriv --no-new-privs --bounding-set -all,{caps} --inh-caps -all "$@"')
+    command = ["unshare", "--mount", "sh", "-c", sandbox, "sandbox", str(root / "opt/eunomia/bin/eunomiactl"), "run",
+               "--no-config", "--runtime-dir", str(run / "eunomia"), "--db", str(state / "eunomia.db"),
+               "--tracer", "opensnoop", "--tracer", "process", "--tracer", "profile", "--tracer", "offcputime"]
+    log = open(tmp_path / "agent.log", "wb")
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd="/")
+    http = httpx.Client(transport=httpx.HTTPTransport(uds=str(run / "eunomia/eunomia.sock")), base_url="http://a",
+                        timeout=30)
+
+    def instances() -> list[dict] | None:
+        assert proc.poll() is None, (tmp_path / "agent.log").read_text()
+        try:
+            found = http.get("/instances").json()
+        except httpx.HTTPError:
+            return None
+        return found if found and all(i["state"] == "running" for i in found) else None
+
+    try:
+        assert {i["tracer"] for i in wait_for(instances, 120, "the sandboxed agent's tracers to run")} == \
+            {"opensnoop", "process", "profile", "offcputime"}
+        status = {k: v for k, v in (line.split(":\t") for line in Path(f"/proc/{proc.pid}/status").read_text()
+                                    .splitlines() if line.startswith("Cap"))}
+        assert int(status["CapBnd"], 16) == int(status["CapEff"], 16) != int(
+            Path("/proc/self/status").read_text().split("CapBnd:\t")[1].split()[0], 16)  # really restricted
+        mounts = {fields[4]: fields[5].split(",") for fields in
+                  (line.split() for line in Path(f"/proc/{proc.pid}/mountinfo").read_text().splitlines())}
+        assert "ro" in mounts["/"] and "ro" in mounts["/sys/fs/cgroup"] and "rw" in mounts[str(state)], mounts
+        uprobe = http.post("/instances", json={"tracer": "funclatency", "args": {"target": "c:malloc"}})
+        assert uprobe.status_code == 201, uprobe.text
+        wait_for(instances, 120, "a uprobe tracer in the sandbox")
+        marker = tmp_path / "sandbox-marker-file"
+        subprocess.run(["cat", str(marker)], capture_output=True)  # fails: an open that opensnoop must see
+        seen = wait_for(lambda: [e for e in http.get("/events", params={"tracer": "opensnoop", "comm": "cat",
+                                                                        "limit": 1000}).json()
+                                 if e.get("path") == str(marker)], 30, "the sandboxed agent to store the open")
+        assert seen[0]["errno"] == 2
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0, (tmp_path / "agent.log").read_text()[-3000:]
+        http.close()
+        log.close()
 
 
 def test_reinstall_keeps_the_config_and_uninstall_keeps_data(root: Path) -> None:
