@@ -271,6 +271,10 @@ def resolve(config_path: Path | None, overrides: Overrides) -> AgentConfig:
     problems = []
     if cfg.listeners.control_tcp is not None:
         problems += check_control_tcp(cfg.listeners.control_tcp)
+    if overrides.heartbeat_timeout is not None and overrides.heartbeat_timeout <= config.heartbeat_interval:
+        message = (f"{overrides.heartbeat_timeout:g}s must be longer than heartbeat.interval "
+                   f"({config.heartbeat_interval:g}s)")
+        raise ConfigError("command line", [Problem(("--heartbeat-timeout",), message)])
     from_flags = bool(overrides.tracers) and not overrides.no_default_tracers
     tracer_problems = check_tracers(config, Catalog.discover(config.tracer_path), from_file=not from_flags)
     if from_flags and tracer_problems:

@@ -99,6 +99,20 @@ def test_refuses_to_start_without_a_proper_token_file(tmp_path: Path, problem: s
     assert not (tmp_path / "run").exists() and not listening(port)
 
 
+def test_a_taken_port_stops_the_agent_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, port, token_file(tmp_path))
+        result = subprocess.run([*EUNOMIACTL, "run", "--config", str(config), "--runtime-dir", str(tmp_path / "run"),
+                                 "--db", str(tmp_path / "e.db")], capture_output=True, text=True, timeout=120,
+                                cwd=REPO)
+    assert result.returncode == 1, result.stderr
+    assert f"eunomia: control API: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "e.db").exists()
+
+
 def self_signed_cert(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",

@@ -452,3 +452,13 @@ def test_resolve_gathers_file_problems_with_their_lines(tmp_path: Path) -> None:
     assert lines[0].startswith(f"{path}:5: listeners.control_tcp.token_file: {tmp_path}/absent: no such file")
     assert lines[1].startswith(f"{path}:2: tracers[0].name: no tracer named 'nosuch'")
     assert config_file.resolve(None, Overrides(no_default_tracers=True)).default_tracers == ()
+
+
+def test_a_heartbeat_timeout_flag_is_checked_against_the_files_interval(tmp_path: Path) -> None:
+    path = tmp_path / "eunomia.yaml"
+    path.write_text("tracers: []\nheartbeat: {interval: 2s, timeout: 10s}\n")
+    os.chmod(path, 0o600)
+    with pytest.raises(ConfigError) as info:
+        config_file.resolve(path, Overrides(heartbeat_timeout=1.5))
+    assert info.value.lines() == ["command line: --heartbeat-timeout: 1.5s must be longer than heartbeat.interval (2s)"]
+    assert config_file.resolve(path, Overrides(heartbeat_timeout=3)).heartbeat_timeout == 3
