@@ -61,5 +61,9 @@ class AgentConfig:
 
 
 def client_socket(explicit: str | None = None) -> Path:
-    """Where a client finds the agent: --socket, then $EUNOMIA_SOCKET, then the default."""
-    return Path(explicit or os.environ.get(SOCKET_ENV) or DEFAULT_RUNTIME_DIR / SOCKET_NAME)
+    """Where a client finds the agent: --socket, $EUNOMIA_SOCKET, the agent's config file, the default."""
+    if explicit or os.environ.get(SOCKET_ENV):
+        return Path(explicit or os.environ[SOCKET_ENV])
+    from supervisor.config_file import configured_socket  # it imports this module
+
+    return configured_socket() or DEFAULT_RUNTIME_DIR / SOCKET_NAME

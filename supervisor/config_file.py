@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from supervisor.api.remote import TokenFileError, read_token_file
-from supervisor.config import DEFAULT_TRACERS, AgentConfig, InstanceRequest
+from supervisor.config import DEFAULT_TRACERS, SOCKET_NAME, AgentConfig, InstanceRequest
 from supervisor.config_schema import ConfigFile, ControlTcpListener
 from supervisor.store.writer import Retention
 from workers import args as tracer_args
@@ -178,6 +178,19 @@ def choose_file(explicit: Path | None, no_config: bool) -> Path | None:
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV])
     return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def configured_socket() -> Path | None:
+    """The API socket named by the agent's config file ($EUNOMIA_CONFIG or the default), for clients;
+    None when there is no readable, valid file (the client then tries the default socket)."""
+    path = choose_file(None, False)
+    if path is None:
+        return None
+    try:
+        cfg, _ = load_file(path)
+    except ConfigError:
+        return None
+    return cfg.api_socket or cfg.runtime_dir / SOCKET_NAME
 
 
 # -- from the file and the flags to an AgentConfig ----------------------------------------

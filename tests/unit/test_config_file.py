@@ -462,3 +462,24 @@ def test_a_heartbeat_timeout_flag_is_checked_against_the_files_interval(tmp_path
         config_file.resolve(path, Overrides(heartbeat_timeout=1.5))
     assert info.value.lines() == ["command line: --heartbeat-timeout: 1.5s must be longer than heartbeat.interval (2s)"]
     assert config_file.resolve(path, Overrides(heartbeat_timeout=3)).heartbeat_timeout == 3
+
+
+def test_clients_find_the_socket_the_config_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from supervisor.config import client_socket
+
+    path = tmp_path / "eunomia.yaml"
+    monkeypatch.setattr(config_file, "DEFAULT_CONFIG", path)
+    monkeypatch.delenv("EUNOMIA_CONFIG", raising=False)
+    monkeypatch.delenv("EUNOMIA_SOCKET", raising=False)
+    assert client_socket() == Path("/run/eunomia/eunomia.sock")  # no file
+    path.write_text("runtime_dir: /run/other\n")
+    os.chmod(path, 0o600)
+    assert client_socket() == Path("/run/other/eunomia.sock")
+    path.write_text("runtime_dir: /run/other\napi_socket: /run/api.sock\n")
+    assert client_socket() == Path("/run/api.sock")
+    assert client_socket("/explicit.sock") == Path("/explicit.sock")
+    monkeypatch.setenv("EUNOMIA_SOCKET", "/env.sock")
+    assert client_socket() == Path("/env.sock")
+    monkeypatch.delenv("EUNOMIA_SOCKET")
+    path.write_text("runtime_dir: [broken\n")
+    assert client_socket() == Path("/run/eunomia/eunomia.sock")  # a broken file: the default, the agent reports it
