@@ -4,8 +4,16 @@ VENV          ?= .venv
 PY            := $(VENV)/bin/python
 STAMP         := $(VENV)/.installed
 PYTEST_ARGS   ?=
+# `make install` (see docs/operations.md): DESTDIR stages the files for packaging without touching the host
+DESTDIR       ?=
+PREFIX        ?= /opt/eunomia
+BINDIR        ?= /usr/local/bin
+UNITDIR       ?= /etc/systemd/system
+PURGE         ?= 0
+INSTALL_ENV   = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" UNITDIR="$(UNITDIR)" \
+                SYSTEM_PYTHON="$(SYSTEM_PYTHON)" PURGE="$(PURGE)"
 
-.PHONY: setup host run test unit bench bench-deps lint clean
+.PHONY: setup host run test unit bench bench-deps lint clean install uninstall
 
 setup: host $(STAMP)
 
@@ -38,6 +46,15 @@ bench: setup bench-deps
 bench-deps:
 	@command -v bpftrace >/dev/null && command -v syscount-bpfcc >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpfcc-tools bpftrace gcc; }
+
+# the agent as a systemd service: code + its own venv in $(PREFIX), unit, default config (never overwritten)
+install:
+	$(if $(DESTDIR),,@bash systemd/prepare-host.sh)
+	@$(INSTALL_ENV) bash systemd/install.sh install
+
+# keeps /var/lib/eunomia and an edited /etc/eunomia/eunomia.yaml unless PURGE=1
+uninstall:
+	@$(INSTALL_ENV) bash systemd/install.sh uninstall
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -160,6 +160,10 @@ class Supervisor:
     def request_shutdown(self) -> None:
         self._stop.set()
 
+    @property
+    def shutdown_requested(self) -> bool:
+        return self._stop.is_set()
+
     def summary(self) -> dict[str, Any]:
         states: dict[str, int] = {}
         for w in self.watchers.values():
@@ -204,9 +208,11 @@ class Supervisor:
             loop.add_signal_handler(sig, self.request_shutdown)
         for request in cfg.default_tracers:
             try:
-                self.start_instance(request.tracer, request.args, export_handlers=request.export_handlers)
-            except (KeyError, ValueError) as exc:
+                self.start_instance(request.tracer, request.args, request.instance_id,
+                                    export_handlers=[h.model_dump() for h in request.export_handlers] or None)
+            except (KeyError, ValueError, Conflict) as exc:
                 log.error("default tracer %s not started: %s", request.tracer, exc)
+        self._maybe_ready()  # no default tracer, or none could be spawned
         tasks = [asyncio.create_task(coro) for coro in
                  (self._events_loop(), self._control_loop(), self._tick_loop(), *(extra_tasks or []))]
         try:
@@ -269,6 +275,7 @@ class Supervisor:
             code = watcher.exited()
             if code is not None:
                 self._on_exit(watcher, code)
+                self._maybe_ready()  # a default tracer that failed to start has had its attempt
 
     def _on_exit(self, watcher: Watcher, code: int) -> None:
         watcher.fold_counters()
@@ -425,6 +432,8 @@ class Supervisor:
             watcher.permanent_error = bool(payload.get("permanent", False))
 
     def _maybe_ready(self) -> None:
+        """Call on_ready once, when no instance is starting any more: each default tracer is
+        running, or has failed its first attempt (then it is in backoff or fatal)."""
         if self.on_ready is None:
             return
         if all(w.state is not State.STARTING for w in self.watchers.values()):

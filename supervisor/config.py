@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.backoff import BackoffPolicy
+from supervisor.config_schema import ExportHandlerRequest, Listeners
 from supervisor.store.writer import Retention
 from workers.catalog import default_search_path
 
@@ -21,8 +22,8 @@ SOCKET_ENV = "EUNOMIA_SOCKET"
 class InstanceRequest:
     tracer: str
     args: dict[str, Any] | list[str] = field(default_factory=dict)
-    #: ``[{"name": "stdout"}, {"name": "file", "args": ["/var/log/x.jsonl"]}]``; None: the agent's default
-    export_handlers: list[dict[str, Any]] | None = None
+    instance_id: str | None = None  # default: <tracer>-<n>
+    export_handlers: tuple[ExportHandlerRequest, ...] = ()
 
 
 DEFAULT_TRACERS = (InstanceRequest("process"), InstanceRequest("opensnoop"), InstanceRequest("tcpconnect"))
@@ -47,9 +48,11 @@ class AgentConfig:
     metrics_interval: float = 10.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     retention: Retention = field(default_factory=Retention)
+    listeners: Listeners = field(default_factory=Listeners)  # TCP listeners; none unless configured
     metrics_listen: str | None = None  # "HOST:PORT": serve GET /metrics (only) on TCP; off when None
     #: handlers of instances started without ``export_handlers``; None: [{"name": "sqlite"}] when there is a store
     default_export_handlers: list[dict[str, Any]] | None = None
+    config_file: Path | None = None  # where the settings came from, if from a file
 
     @property
     def socket_path(self) -> Path:
@@ -61,5 +64,9 @@ class AgentConfig:
 
 
 def client_socket(explicit: str | None = None) -> Path:
-    """Where a client finds the agent: --socket, then $EUNOMIA_SOCKET, then the default."""
-    return Path(explicit or os.environ.get(SOCKET_ENV) or DEFAULT_RUNTIME_DIR / SOCKET_NAME)
+    """Where a client finds the agent: --socket, $EUNOMIA_SOCKET, the agent's config file, the default."""
+    if explicit or os.environ.get(SOCKET_ENV):
+        return Path(explicit or os.environ[SOCKET_ENV])
+    from supervisor.config_file import configured_socket  # it imports this module
+
+    return configured_socket() or DEFAULT_RUNTIME_DIR / SOCKET_NAME

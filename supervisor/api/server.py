@@ -1,5 +1,6 @@
-"""Serve the API with uvicorn on a unix socket that only root can open (mode 0600), and the
-read-only metrics endpoint on TCP when configured."""
+"""Serve the API with uvicorn: on a unix socket that only root can open (mode 0600); when
+configured, on TCP behind a bearer token (see supervisor/api/remote.py); and the read-only
+metrics endpoint on TCP."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 class _Server(uvicorn.Server):
@@ -45,8 +47,8 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def bind_tcp_socket(address: str) -> socket.socket:
-    host, port = parse_address(address)
+def bind_tcp_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (port 0: any free port); OSError when the address is taken."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, type_, proto, _, sockaddr = infos[0]
     sock = socket.socket(family, type_, proto)
@@ -93,6 +95,28 @@ class MetricsServer:
 
     async def serve(self) -> None:
         await self.server.serve(sockets=[self.sock])
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+
+
+class TcpApiServer:
+    """The API on a bound TCP socket; ``app`` is expected to check authentication itself (BearerAuth)."""
+
+    def __init__(self, app: ASGIApp, sock: socket.socket, tls_cert: Path | None = None,
+                 tls_key: Path | None = None) -> None:
+        self.sock = sock
+        self.address, self.port = self.sock.getsockname()[:2]
+        tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert and tls_key else {}
+        self.tls = bool(tls)
+        self.server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                             proxy_headers=False, **tls))
+
+    async def serve(self) -> None:
+        try:
+            await self.server.serve(sockets=[self.sock])
+        finally:
+            self.sock.close()
 
     def shutdown(self) -> None:
         self.server.should_exit = True

@@ -8,27 +8,39 @@ from pathlib import Path
 
 import typer
 
-from supervisor.config import DEFAULT_DB, DEFAULT_RUNTIME_DIR, DEFAULT_TRACERS, AgentConfig, InstanceRequest
-from workers.catalog import default_search_path
+from supervisor.config_file import CONFIG_ENV, DEFAULT_CONFIG, EX_CONFIG, ConfigError, Overrides, choose_file, resolve
 
 
 def run(
-    runtime_dir: Path = typer.Option(DEFAULT_RUNTIME_DIR, help="private dir: IPC endpoints, API socket"),
-    db: Path = typer.Option(DEFAULT_DB, help="SQLite store"),
+    config: Path = typer.Option(None, "--config", "-c", envvar=CONFIG_ENV,
+                                help=f"YAML config file [default: {DEFAULT_CONFIG} if it exists]; "
+                                     "the options below override it"),
+    no_config: bool = typer.Option(False, "--no-config",
+                                   help=f"ignore {DEFAULT_CONFIG} and ${CONFIG_ENV}: built-in defaults"),
+    check: bool = typer.Option(False, "--check", help="validate the config (and the tracers it names), then exit"),
+    runtime_dir: Path = typer.Option(None, help="private dir: IPC endpoints, API socket [default: /run/eunomia]"),
+    db: Path = typer.Option(None, help="SQLite store [default: /var/lib/eunomia/eunomia.db]"),
     socket: Path = typer.Option(None, help="API socket [default: <runtime-dir>/eunomia.sock]"),
     tracer: list[str] = typer.Option(None, "--tracer", "-t",
                                      help="start this tracer (repeatable); replaces the default set"),
-    no_default_tracers: bool = typer.Option(False, help="start no tracer; use `eunomiactl start` later"),
+    no_default_tracers: bool = typer.Option(False, "--no-default-tracers",
+                                            help="start no tracer; use `eunomiactl start` later"),
     tracer_path: list[Path] = typer.Option(None, help="extra folder with tracers (repeatable)"),
-    heartbeat_timeout: float = typer.Option(5.0, help="seconds of worker silence before it is killed"),
-    metrics_interval: float = typer.Option(10.0, help="seconds between reads of the kernel's counters"),
+    heartbeat_timeout: float = typer.Option(None, min=0.1,
+                                            help="seconds of worker silence before it is killed [default: 5]"),
+    metrics_interval: float = typer.Option(None, min=0.1,
+                                           help="seconds between reads of the kernel's counters [default: 10]"),
     metrics_listen: str = typer.Option(None, metavar="HOST:PORT",
                                        help="also serve GET /metrics (read-only, nothing else) on this TCP "
-                                            "address, e.g. 127.0.0.1:9469; off by default"),
+                                            "address, e.g. 127.0.0.1:9469; off by default (config: "
+                                            "listeners.metrics)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run the agent in the foreground (what the systemd service runs)."""
-    from supervisor.agent import run_agent
+    """Run the agent in the foreground (what the systemd service runs).
+
+    Exit status: 0 after SIGTERM/SIGINT; 78 (EX_CONFIG) for a config it refuses, and then nothing was started;
+    1 for other failures.
+    """
     from supervisor.api.server import parse_address
 
     if metrics_listen:
@@ -36,17 +48,28 @@ def run(
             parse_address(metrics_listen)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--metrics-listen") from None
-
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    defaults: tuple[InstanceRequest, ...] = DEFAULT_TRACERS
-    if tracer:
-        defaults = tuple(InstanceRequest(name) for name in tracer)
-    if no_default_tracers:
-        defaults = ()
-    config = AgentConfig(
-        runtime_dir=runtime_dir, db_path=db, api_socket=socket, default_tracers=defaults,
-        tracer_path=[*default_search_path(), *(tracer_path or [])],
-        heartbeat_timeout=heartbeat_timeout, metrics_interval=metrics_interval, metrics_listen=metrics_listen,
-    )
-    asyncio.run(run_agent(config))
+    overrides = Overrides(runtime_dir=runtime_dir, db=db, socket=socket, tracers=list(tracer or []),
+                          no_default_tracers=no_default_tracers, tracer_path=list(tracer_path or []),
+                          heartbeat_timeout=heartbeat_timeout, metrics_interval=metrics_interval,
+                          metrics_listen=metrics_listen)
+    path = choose_file(config, no_config)
+    try:
+        agent_config = resolve(path, overrides)
+    except ConfigError as exc:
+        for line in exc.lines():
+            typer.echo(f"eunomia: config error: {line}", err=True)
+        typer.echo(f"eunomia: not started (exit status {EX_CONFIG}); see docs/operations.md", err=True)
+        raise typer.Exit(EX_CONFIG) from None
+    if check:
+        names = ", ".join(r.instance_id or r.tracer for r in agent_config.default_tracers) or "none"
+        typer.echo(f"{path or 'built-in defaults'}: OK (tracers: {names})")
+        return
+    from supervisor.agent import StartError, run_agent
+
+    try:
+        asyncio.run(run_agent(agent_config))
+    except StartError as exc:
+        typer.echo(f"eunomia: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -34,15 +34,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 class Agent:
-    def __init__(self, tmp: Path, tracers: list[str] | None = None, extra: list[str] | None = None) -> None:
+    def __init__(self, tmp: Path, tracers: list[str] | None = None, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.tmp = Path(tmp)
         self.runtime = self.tmp / "run"
         self.db = self.tmp / "eunomia.db"
         self.socket = self.runtime / "eunomia.sock"
         self.log_path = self.tmp / "agent.log"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        extra = list(extra or [])
+        if "--config" not in extra:
+            extra.append("--no-config")  # hermetic: not the host's /etc/eunomia/eunomia.yaml
         args = [*EUNOMIACTL, "run", "--runtime-dir", str(self.runtime), "--db", str(self.db),
-                "--tracer-path", str(TEST_TRACERS), "--metrics-interval", "1", *(extra or [])]
+                "--tracer-path", str(TEST_TRACERS), "--metrics-interval", "1", *extra]
         if tracers is None:
             pass
         elif tracers:
@@ -51,7 +55,8 @@ class Agent:
         else:
             args.append("--no-default-tracers")
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
+                                     env={**os.environ, **(env or {})})
         self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://agent",
                                  timeout=30)
 
