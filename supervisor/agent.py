@@ -11,6 +11,7 @@ from supervisor.api.app import create_app
 from supervisor.api.server import ApiServer
 from supervisor.arbiter import Supervisor
 from supervisor.config import AgentConfig
+from supervisor.containers.service import ContainerService
 from supervisor.sinks import Sink, StoreSink
 from supervisor.store import StoreReader, StoreWriter
 from workers.catalog import Catalog
@@ -30,8 +31,13 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
         writer.start()
         reader = StoreReader(config.db_path)
         sinks.append(StoreSink(writer))
-    supervisor = Supervisor(config, catalog, sinks, on_ready=on_ready)
-    api = ApiServer(create_app(supervisor, reader, writer), config.socket_path) if config.serve_api else None
+    containers = ContainerService.create(config.containers) if config.containers.enabled else None
+    if containers is not None:
+        containers.start()
+    supervisor = Supervisor(config, catalog, sinks, on_ready=on_ready,
+                            enricher=containers.enricher if containers is not None else None)
+    app = create_app(supervisor, reader, writer, containers=containers)
+    api = ApiServer(app, config.socket_path) if config.serve_api else None
     api_task = asyncio.create_task(api.serve()) if api else None
     log.info("agent %s: api on %s, store %s", config.runtime_dir, config.socket_path, config.db_path)
     try:
@@ -40,6 +46,8 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
         if api is not None and api_task is not None:
             api.shutdown()
             await api_task
+        if containers is not None:
+            containers.stop()
         if writer is not None:
             writer.close()
         log.info("agent stopped")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from supervisor import __version__
+from supervisor.api import containers as containers_api
 from supervisor.api.models import EunomiaStartRequest, Health, Instance, Parameter, StartRequest, TracerInfo
 from supervisor.arbiter import Conflict, NotFound, Supervisor
 from supervisor.store.reader import EventQuery, StoreReader
@@ -16,6 +17,9 @@ from supervisor.store.writer import StoreWriter
 from workers import args as tracer_args
 from workers.args import ArgsError
 from workers.catalog import Tracer
+
+if TYPE_CHECKING:
+    from supervisor.containers.service import ContainerService
 
 ERRORS: dict[int | str, dict[str, Any]] = {400: {"description": "bad arguments"},
                                             404: {"description": "no such tracer or instance"},
@@ -33,9 +37,11 @@ def _tracer_info(tracer: Tracer) -> TracerInfo:
     )
 
 
-def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer: StoreWriter | None = None) -> FastAPI:
+def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer: StoreWriter | None = None,
+               containers: ContainerService | None = None) -> FastAPI:
     app = FastAPI(title="Eunomia agent", version=__version__,
                   description="Control API of the Eunomia eBPF agent (unix socket, root only).")
+    app.include_router(containers_api.router(containers))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
