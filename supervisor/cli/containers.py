@@ -17,10 +17,17 @@ def _pod(c: dict[str, Any]) -> str:
     return c.get("k8s_pod_uid") or "-"
 
 
-def _row(c: dict[str, Any]) -> str:
+def _cells(c: dict[str, Any]) -> list[str]:
     state = c["state"] if c.get("removed_seconds_ago") is None else f"removed {c['removed_seconds_ago']:.0f}s ago"
-    return (f"{c['id'][:12]:<12}  {(c.get('name') or '-')[:28]:<28}  {(c.get('image') or '-')[:30]:<30}  "
-            f"{c['runtime']:<10}  {state:<16}  {_pod(c)}")
+    return [c["id"][:12], c.get("name") or "-", c.get("image") or "-", c["runtime"], state, _pod(c)]
+
+
+def table(containers: list[dict[str, Any]]) -> list[str]:
+    """Aligned columns as wide as their widest cell (up to 48 characters)."""
+    rows = [["CONTAINER", "NAME", "IMAGE", "RUNTIME", "STATE", "POD"], *(_cells(c) for c in containers)]
+    widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell[:w].ljust(w) for cell, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
+            for r in rows]
 
 
 def containers(
@@ -38,9 +45,8 @@ def containers(
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    typer.echo(f"{'CONTAINER':<12}  {'NAME':<28}  {'IMAGE':<30}  {'RUNTIME':<10}  {'STATE':<16}  POD")
-    for c in data["containers"]:
-        typer.echo(_row(c))
+    for line in table(data["containers"]):
+        typer.echo(line)
     cache = data["cache"]
     sources = ", ".join(f"{k}: {v}" for k, v in cache.get("sources", {}).items()) or "none"
     typer.echo(f"({len(data['containers'])} containers; sources: {sources})", err=True)
