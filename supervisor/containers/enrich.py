@@ -44,21 +44,35 @@ class Enricher:
         """Append the container columns to each row (in place); return the new column list."""
         if not rows or EVENT_COLUMNS[0] in columns:
             return columns
+        width = len(columns)
         cgroup_i = columns.index("cgroup_id") if "cgroup_id" in columns else None
         pid_i = columns.index("pid") if "pid" in columns else None
-        cache = self._fresh_cache()
         key_i = pid_i if self.registry.by_pid else cgroup_i
-        for row in rows:
-            key = row[key_i] if key_i is not None else None
-            if key.__class__ is not int:  # None, or garbage from a broken worker: unknown
-                key = None
-            values = cache.get(key)
-            if values is None:
-                values = cache[key] = self._resolve(row[cgroup_i] if cgroup_i is not None else None,
-                                                    row[pid_i] if pid_i is not None else None)
-            row.extend(values)
+        cache = self._fresh_cache()
+        if key_i is None:  # no cgroup id (or pid) to go by
+            for row in rows:
+                row.extend(UNKNOWN_ROW)
+        else:
+            get = cache.get
+            try:
+                for row in rows:  # the hot loop: one dictionary lookup per row
+                    values = get(row[key_i])
+                    if values is None:
+                        values = self._miss(cache, row[key_i], row, cgroup_i, pid_i)
+                    row.extend(values)
+            except TypeError:  # an unhashable id from a broken worker: finish the rows the careful way
+                for row in rows:
+                    if len(row) == width:
+                        key = row[key_i] if row[key_i].__class__ is int else None
+                        row.extend(get(key) or self._miss(cache, key, row, cgroup_i, pid_i))
         self.rows_enriched += len(rows)
         return [*columns, *EVENT_COLUMNS]
+
+    def _miss(self, cache: dict[Any, Row], key: Any, row: list[Any], cgroup_i: int | None,
+              pid_i: int | None) -> Row:
+        values = cache[key] = self._resolve(row[cgroup_i] if cgroup_i is not None else None,
+                                            row[pid_i] if pid_i is not None else None)
+        return values
 
     def samples(self, samples: list[Sample]) -> list[Sample]:
         """Series labelled with a ``cgroup_id`` get their container's labels too."""

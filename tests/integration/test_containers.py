@@ -156,3 +156,30 @@ def test_api_and_cli_list_the_containers_the_agent_knows(agent: Agent, dockerd: 
         dockerd.docker("rm", "-f", name)
     wait_for(lambda: {c["id"]: c for c in agent.get("/containers")["containers"]}[cid]["state"] == "removed", 10,
              "the removal to show")
+
+
+def test_trace_names_the_container_of_an_event(dockerd: Dockerd) -> None:
+    name = dockerd.unique_name("eu-trace")
+    dockerd.run("--name", name, dockerd.image, "sleep", "120")
+    proc = subprocess.Popen([*EUNOMIACTL, "trace", "process", "--duration", "20", "--docker-socket",
+                             str(dockerd.socket)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert proc.stderr is not None and "Tracing with process" in proc.stderr.readline()
+        container_mark, host_mark = marker(), marker()
+        dockerd.docker("exec", name, "echo", container_mark)
+        subprocess.run(["/bin/echo", host_mark], check=True, stdout=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for line in proc.stdout:
+            if line.split()[2:3] == ["echo"]:  # "time pid comm fields…": the echo processes, not the docker CLI
+                lines.append(line)
+                if host_mark in line:
+                    break
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        dockerd.docker("rm", "-f", name)
+    container_line = next(line for line in lines if container_mark in line)
+    host_line = next(line for line in lines if host_mark in line)
+    assert container_line.rstrip().endswith(f"container={name}")
+    assert "container=" not in host_line and "container_runtime" not in host_line
