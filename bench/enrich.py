@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from supervisor.containers.enrich import Enricher
-from supervisor.containers.info import ContainerInfo, Namespaces
+from supervisor.containers.info import EVENT_COLUMNS, ContainerInfo, Namespaces
 from supervisor.containers.registry import ContainerRegistry
+from supervisor.store.writer import StoreWriter, _Events
 
 COLS = ["ts", "cgroup_id", "pid", "tid", "uid", "gid", "comm", "filename", "ret"]
 
@@ -67,6 +68,15 @@ def main() -> None:
           f"a bare loop over the rows: {base * 1e9 / rows:.0f} ns/row")
     print(f"registry lookups: {registry.stats.resolves} (cgroup misses {registry.stats.cgroup_misses})")
     print(f"at 100k events/s: {took / rows * 1e5 * 100:.1f}% of one core")
+    # What the wider rows cost the store writer (its thread turns each row into a JSON `data` column).
+    plain = [list(r) for r in copies[0]]
+    wide = frames[0]
+    for label, cols, sample in (("without", COLS, plain), ("with", [*COLS, *EVENT_COLUMNS], wide)):
+        started = time.perf_counter()
+        for _ in range(20):
+            StoreWriter._event_rows(_Events("bench", "bench", cols, sample))
+        print(f"store writer, rows {label} the container columns: "
+              f"{(time.perf_counter() - started) * 1e9 / (20 * len(sample)):.0f} ns/row")
 
 
 if __name__ == "__main__":

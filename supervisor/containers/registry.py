@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -93,6 +93,9 @@ class ContainerRegistry:
         self._cgroups_of: dict[str, set[int]] = {}  # container id → its cached cgroup ids
         self._pids: OrderedDict[int, tuple[float, _Cgroup | None]] = OrderedDict()
         self._next_prune = 0.0
+        # Removals in time order, so that pruning costs what it releases, not the size of the maps.
+        self._removed_containers: deque[tuple[float, str]] = deque()
+        self._removed_cgroups: deque[tuple[float, int]] = deque()
         self.generation = 0  # bumped whenever a cached answer may have changed
         self.stats = RegistryStats()
         self.sources: dict[str, str] = {}  # runtime → its source's state ("connected", or why not)
@@ -177,6 +180,7 @@ class ContainerRegistry:
             cached = self._cgroups.get(cgroup_id)
             if cached is not None and cached.removed_at is None:
                 cached.removed_at = self._clock()
+                self._removed_cgroups.append((cached.removed_at, cgroup_id))
 
     def _remember(self, cgroup_id: int, path: str) -> _Cgroup:
         entry = _Cgroup(path, parse_cgroup_path(path))
@@ -221,6 +225,7 @@ class ContainerRegistry:
             entry = self._containers.get(container_id)
             if entry is not None and entry.removed_at is None:
                 entry.removed_at = self._clock()
+                self._removed_containers.append((entry.removed_at, container_id))
                 entry.info = entry.info.with_state("removed")
                 self.generation += 1
 
@@ -255,15 +260,25 @@ class ContainerRegistry:
     def _prune(self, now: float) -> None:
         self._next_prune = now + PRUNE_EVERY
         expired = now - self.grace
-        for cid in [cid for cid, e in self._containers.items() if e.removed_at is not None and e.removed_at <= expired]:
+        while self._removed_containers and self._removed_containers[0][0] <= expired:
+            when, cid = self._removed_containers.popleft()
+            entry = self._containers.get(cid)
+            if entry is None or entry.removed_at != when:
+                continue  # evicted already, or seen again since
             del self._containers[cid]
             self.stats.released += 1
             for cgroup_id in self._cgroups_of.pop(cid, set()):
                 self._cgroups.pop(cgroup_id, None)
             self.generation += 1
-        for cgroup_id in [i for i, c in self._cgroups.items() if c.removed_at is not None and c.removed_at <= expired]:
-            self._unlink(cgroup_id, self._cgroups.pop(cgroup_id))
-        for pid in [p for p, (expires, _c) in self._pids.items() if expires <= now]:
+        while self._removed_cgroups and self._removed_cgroups[0][0] <= expired:
+            when, cgroup_id = self._removed_cgroups.popleft()
+            cgroup = self._cgroups.get(cgroup_id)
+            if cgroup is not None and cgroup.removed_at == when:
+                self._unlink(cgroup_id, self._cgroups.pop(cgroup_id))
+        while self._pids:  # in expiry order: every entry is moved to the end when it is (re)set
+            pid, (expires, _cgroup) = next(iter(self._pids.items()))
+            if expires > now:
+                break
             del self._pids[pid]
 
     # -- what the API shows -----------------------------------------------------------
