@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from supervisor.containers.info import ContainerInfo, Namespaces
@@ -101,22 +102,36 @@ class DockerSource:
         logged = ""
         sink.sources[self.runtime] = f"connecting to {self.base_url}"
         while not self._stop.is_set():
-            try:
-                self._session(sink)
-                delay = self.retry  # a session that ran and ended: reconnect soon
-            except Exception as exc:  # any failure of the API or the connection: retry, never die
-                self.errors += 1
-                self.last_error = f"{exc.__class__.__name__}: {exc}"[:300]
-                sink.sources[self.runtime] = f"error: {self.last_error}"
-                if self.last_error != logged:  # log a repeated failure once
-                    log.warning("docker API at %s: %s; retrying", self.base_url, self.last_error)
-                    logged = self.last_error
-            finally:
-                self._close_session()
+            missing = self._missing_socket()
+            if missing is not None:  # dockerd not installed, or not started yet (the agent may start first)
+                sink.sources[self.runtime] = f"no socket at {missing}"
+                if logged != "missing":
+                    log.info("no Docker socket at %s: containers are identified from their cgroups (runtime and"
+                             " id, no names or images) until it appears; see --docker-socket", missing)
+                    logged = "missing"
+            else:
+                try:
+                    self._session(sink)
+                    delay = self.retry  # a session that ran and ended: reconnect soon
+                except Exception as exc:  # any failure of the API or the connection: retry, never die
+                    self.errors += 1
+                    self.last_error = f"{exc.__class__.__name__}: {exc}"[:300]
+                    sink.sources[self.runtime] = f"error: {self.last_error}"
+                    if self.last_error != logged:  # log a repeated failure once
+                        log.warning("docker API at %s: %s; retrying", self.base_url, self.last_error)
+                        logged = self.last_error
+                finally:
+                    self._close_session()
             if self._stop.wait(delay):
                 break
             delay = min(delay * 2, self.max_retry)
         sink.sources[self.runtime] = "stopped"
+
+    def _missing_socket(self) -> Path | None:
+        if not self.base_url.startswith("unix://"):
+            return None
+        path = Path(self.base_url[len("unix://"):])
+        return None if path.exists() else path
 
     def _close_session(self) -> None:
         with self._lock:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from supervisor.config import ContainerSettings
@@ -25,14 +24,6 @@ def docker_url(setting: str | None) -> str:
     return value if "://" in value else f"unix://{value}"
 
 
-def unix_socket_missing(url: str) -> Path | None:
-    """The socket's path if ``url`` is a unix socket that does not exist."""
-    if not url.startswith("unix://"):
-        return None
-    path = Path(url[len("unix://"):])
-    return None if path.exists() else path
-
-
 @dataclass(slots=True)
 class ContainerService:
     registry: ContainerRegistry
@@ -48,15 +39,7 @@ class ContainerService:
         watcher = CgroupWatcher(index.root, registry) if index.root is not None and not registry.by_pid else None
         if index.root is None:
             log.info("no cgroup v2 hierarchy: containers are resolved by pid from /proc/PID/cgroup")
-        sources: list[ContainerSource] = []
-        url = docker_url(settings.docker_host)
-        missing = unix_socket_missing(url)
-        if missing is not None:
-            registry.sources["docker"] = f"no socket at {missing}"
-            log.info("no Docker socket at %s: containers are identified from their cgroups (runtime and id, "
-                     "no names or images); see --docker-socket", missing)
-        else:
-            sources.append(DockerSource(url))
+        sources: list[ContainerSource] = [DockerSource(docker_url(settings.docker_host))]
         return cls(registry, Enricher(registry), index, watcher, sources)
 
     def start(self) -> None:

@@ -97,23 +97,30 @@ def api() -> FakeAPI:
     return FakeAPI()
 
 
-def make_source(api: FakeAPI, clients: list[FakeClient] | None = None) -> DockerSource:
-    def factory(url: str) -> FakeClient:
-        assert url == "unix:///fake/docker.sock"
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A socket path that exists (the fake client never opens it)."""
+    (tmp_path / "docker.sock").touch()
+    return f"unix://{tmp_path}/docker.sock"
+
+
+def make_source(api: FakeAPI, url: str, clients: list[FakeClient] | None = None) -> DockerSource:
+    def factory(asked: str) -> FakeClient:
+        assert asked == url
         client = FakeClient(api)
         if clients is not None:
             clients.append(client)
         return client
 
-    return DockerSource("unix:///fake/docker.sock", client_factory=factory, retry=0.01,
+    return DockerSource(url, client_factory=factory, retry=0.01,
                         namespaces_of_pid=lambda pid: Namespaces(pid + 1, pid + 2, pid + 3))
 
 
-def test_initial_list_then_events_keep_the_registry_current(api: FakeAPI) -> None:
+def test_initial_list_then_events_keep_the_registry_current(api: FakeAPI, url: str) -> None:
     api.live[A] = inspect_data(A, "web", "nginx:1.25", pid=41, labels=POD)
     reg = ContainerRegistry(None, by_pid=False)
     clients: list[FakeClient] = []
-    source = make_source(api, clients)
+    source = make_source(api, url, clients)
     source.start(reg)
     try:
         wait(lambda: api.streams, "the event stream")
@@ -121,7 +128,7 @@ def test_initial_list_then_events_keep_the_registry_current(api: FakeAPI) -> Non
         assert info is not None and info.name == "web" and info.image == "nginx:1.25" and info.pid == 41
         assert info.namespaces == Namespaces(42, 43, 44) and info.pod_name == "web-0" and info.pod_namespace == "shop"
         assert info.created_at == pytest.approx(1767323045.123456)
-        assert reg.sources["docker"] == "connected to unix:///fake/docker.sock"
+        assert reg.sources["docker"] == f"connected to {url}"
         api.live[B] = inspect_data(B, "db", "postgres:16", pid=51)
         api.streams[0].items.put(event("start", B, name="db", image="postgres:16"))
         wait(lambda: reg.known(B) is not None, "the started container")
@@ -139,9 +146,9 @@ def test_initial_list_then_events_keep_the_registry_current(api: FakeAPI) -> Non
     assert reg.sources["docker"] == "stopped"
 
 
-def test_a_container_gone_before_it_could_be_inspected_is_named_from_its_events(api: FakeAPI) -> None:
+def test_a_container_gone_before_it_could_be_inspected_is_named_from_its_events(api: FakeAPI, url: str) -> None:
     reg = ContainerRegistry(None, by_pid=False)
-    source = make_source(api)
+    source = make_source(api, url)
     client = FakeClient(api)
     labels = {**POD, "maintainer": "x"}
     for action in ("create", "start", "die", "destroy"):  # `docker run --rm` of a command that ended at once
@@ -152,9 +159,9 @@ def test_a_container_gone_before_it_could_be_inspected_is_named_from_its_events(
     assert dict(info.labels) == labels  # docker's own attributes (name, image, exitCode) are not labels
 
 
-def test_inspect_wins_over_event_attributes_and_exec_events_are_ignored(api: FakeAPI) -> None:
+def test_inspect_wins_over_event_attributes_and_exec_events_are_ignored(api: FakeAPI, url: str) -> None:
     reg = ContainerRegistry(None, by_pid=False)
-    source = make_source(api)
+    source = make_source(api, url)
     client = FakeClient(api)
     api.live[A] = inspect_data(A, "real", "nginx:1.25", pid=7)
     source.handle_event(client, reg, event("start", A, name="real", image="nginx"))
@@ -166,10 +173,10 @@ def test_inspect_wins_over_event_attributes_and_exec_events_are_ignored(api: Fak
     assert reg.known(A).image == "nginx:1.25" and reg.known(A).pid == 7  # type: ignore[union-attr]
 
 
-def test_a_broken_stream_reconnects_and_resyncs(api: FakeAPI) -> None:
+def test_a_broken_stream_reconnects_and_resyncs(api: FakeAPI, url: str) -> None:
     api.live[A] = inspect_data(A, "first", "busybox", pid=3)
     reg = ContainerRegistry(None, by_pid=False)
-    source = make_source(api)
+    source = make_source(api, url)
     source.start(reg)
     try:
         wait(lambda: api.streams, "the event stream")
@@ -185,7 +192,7 @@ def test_a_broken_stream_reconnects_and_resyncs(api: FakeAPI) -> None:
         source.stop()
 
 
-def test_an_unreachable_daemon_is_retried_and_reported(api: FakeAPI) -> None:
+def test_an_unreachable_daemon_is_retried_and_reported(url: str) -> None:
     attempts: list[float] = []
 
     def factory(url: str) -> FakeClient:
@@ -193,7 +200,7 @@ def test_an_unreachable_daemon_is_retried_and_reported(api: FakeAPI) -> None:
         raise docker.errors.DockerException("Error while fetching server API version: connection refused")
 
     reg = ContainerRegistry(None, by_pid=False)
-    source = DockerSource("unix:///fake/docker.sock", client_factory=factory, retry=0.01, max_retry=0.02)
+    source = DockerSource(url, client_factory=factory, retry=0.01, max_retry=0.02)
     source.start(reg)
     try:
         wait(lambda: len(attempts) >= 3, "three attempts")
@@ -202,14 +209,33 @@ def test_an_unreachable_daemon_is_retried_and_reported(api: FakeAPI) -> None:
     assert "connection refused" in source.last_error and source.errors >= 3
 
 
-def test_no_docker_socket_means_no_source_but_the_agent_still_resolves(tmp_path: Path) -> None:
-    missing = tmp_path / "docker.sock"
-    service = ContainerService.create(ContainerSettings(docker_host=str(missing)))
+def test_no_socket_yet_waits_for_it_then_connects(api: FakeAPI, tmp_path: Path) -> None:
+    socket = tmp_path / "docker.sock"
+    calls: list[str] = []
+
+    def factory(url: str) -> FakeClient:
+        calls.append(url)
+        return FakeClient(api)
+
+    reg = ContainerRegistry(None, by_pid=False)
+    source = DockerSource(f"unix://{socket}", client_factory=factory, retry=0.01, max_retry=0.02)
+    source.start(reg)
     try:
-        assert service.sources == []
-        assert service.registry.sources == {"docker": f"no socket at {missing}"}
+        wait(lambda: reg.sources.get("docker") == f"no socket at {socket}", "the missing socket to show")
+        time.sleep(0.1)
+        assert calls == [] and source.errors == 0  # not an error: the agent runs on without names
+        socket.touch()  # dockerd started after the agent
+        wait(lambda: reg.sources.get("docker", "").startswith("connected"), "the connection")
+        assert calls == [f"unix://{socket}"]
     finally:
-        service.stop()
+        source.stop()
+
+
+def test_the_service_runs_without_docker(tmp_path: Path) -> None:
+    service = ContainerService.create(ContainerSettings(docker_host=str(tmp_path / "docker.sock")))
+    assert [type(s).__name__ for s in service.sources] == ["DockerSource"]
+    assert service.enricher.registry is service.registry
+    service.stop()
 
 
 def test_docker_url_from_option_environment_or_default(monkeypatch: pytest.MonkeyPatch) -> None:
