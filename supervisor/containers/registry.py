@@ -118,9 +118,11 @@ class ContainerRegistry:
             if entry is not None:
                 return container_row(found.runtime, found.container_id, found.pod_uid, entry.info)
             self.stats.unnamed += 1
-            if cgroup.namespaces is None:
-                cgroup.namespaces = self._namespaces_in(cgroup, pid)
             ns = cgroup.namespaces
+            if ns is None:
+                ns = self._namespaces_in(cgroup, pid)
+                if ns.mnt is not None:  # kept once known; an empty cgroup is asked again next time
+                    cgroup.namespaces = ns
             row = container_row(found.runtime, found.container_id, found.pod_uid, None)
             return (*row[:-3], ns.mnt, ns.pid, ns.net)
 

@@ -206,3 +206,25 @@ def test_concurrent_sources_and_lookups() -> None:
     assert errors == []
     assert len(reg.containers()) <= 50 + 199  # the bound holds for described containers
     assert reg.summary()["containers"] == 50
+
+
+def test_a_container_no_source_describes_gets_the_namespaces_of_a_process_in_its_cgroup(tmp_path: Path) -> None:
+    cgroup_dir = tmp_path / "kubepods" / f"pod{UID}" / ID
+    cgroup_dir.mkdir(parents=True)
+    (cgroup_dir / "cgroup.procs").write_text("")
+    asked: list[int] = []
+
+    def namespaces(pid: int) -> Namespaces:
+        asked.append(pid)
+        return Namespaces(pid * 10 + 1, pid * 10 + 2, pid * 10 + 3)
+
+    reg, index, _clock = make({7: f"/kubepods/pod{UID}/{ID}"}, namespaces_of_pid=namespaces)
+    index.root = tmp_path
+    empty = columns(reg.resolve(7))
+    assert empty["container_mntns"] is None and asked == []  # no process in it (yet): asked again later
+    (cgroup_dir / "cgroup.procs").write_text("4242\n4243\n")
+    row = columns(reg.resolve(7))
+    assert (row["container_mntns"], row["container_pidns"], row["container_netns"]) == (42421, 42422, 42423)
+    assert row["container_runtime"] == "kubernetes" and row["k8s_pod_uid"] == UID
+    reg.resolve(7)
+    assert asked == [4242]  # kept once known
