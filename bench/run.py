@@ -208,7 +208,7 @@ def wait_idle(limit: float, quiet_samples: int = 3) -> dict[str, Any]:
 class Agent:
     """``eunomiactl run`` in a subprocess, with its own runtime dir and database."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra: list[str] | None = None) -> None:
         self.runtime = tmp / "run"
         self.db = tmp / "b.db"
         self.log_path = tmp / "agent.log"
@@ -216,7 +216,7 @@ class Agent:
         script = Path(sys.executable).parent / "eunomiactl"
         cmd = [str(script)] if script.exists() else [sys.executable, "-m", "supervisor.cli.main"]
         self.cmd = [*cmd, "run", "--runtime-dir", str(self.runtime), "--db", str(self.db),
-                    "--no-default-tracers", "--tracer-path", str(TRACERS)]
+                    "--no-default-tracers", "--tracer-path", str(TRACERS), *(extra or [])]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO,
                                      stdin=subprocess.DEVNULL)
@@ -660,6 +660,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wait-idle", type=float, default=120.0,
                    help="wait at most this many seconds for other load to stop before measuring (0: do not wait)")
     p.add_argument("--keep", action="store_true", help="keep the temporary dir (agent log, database)")
+    p.add_argument("--no-containers", action="store_true", help="run the agent without container columns")
     return p.parse_args(argv)
 
 
@@ -689,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
             + "".join(f"; {t['comm']}[{t['pid']}] {t['cpu_share']:.0%}" for t in bg["top"]))
         if bg["busy_cpus"] > BUSY_WARN:
             log("  ! WARNING: the machine is not idle; the figures below are affected by other load")
-        agent = Agent(tmp)
+        agent = Agent(tmp, ["--no-containers"] if args.no_containers else None)
         log(f"agent: {' '.join(agent.cmd)}")
         agent.wait_up()
         if "start" not in skip:

@@ -16,6 +16,7 @@ from supervisor.api.remote import BearerAuth, read_token_file
 from supervisor.api.server import ApiServer, MetricsServer, TcpApiServer, bind_tcp_socket, parse_address
 from supervisor.arbiter import Supervisor
 from supervisor.config import AgentConfig
+from supervisor.containers.service import ContainerService
 from supervisor.export import Exports
 from supervisor.export.collector import agent_registry
 from supervisor.service_status import ServiceReporter
@@ -94,7 +95,13 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
         if writer is not None:
             writer.close()
         raise StartError(f"default export handlers: {exc}") from None
-    supervisor = Supervisor(config, catalog, on_ready=_chain(reporter.ready, on_ready), exports=exports)
+    containers = ContainerService.create(config.containers) if config.containers.enabled else None
+    supervisor = Supervisor(config, catalog, on_ready=_chain(reporter.ready, on_ready), exports=exports,
+                            containers=containers.refs if containers is not None else None,
+                            enricher=containers.enricher if containers is not None else None)
+    if containers is not None:
+        containers.follow(asyncio.get_running_loop(), supervisor.refresh_filters)  # the cgroup filters, at once
+        containers.start()
     reporter.supervisor = supervisor
     registry = agent_registry(supervisor, writer)
     servers: list[ApiServer | MetricsServer | TcpApiServer] = []
@@ -104,7 +111,7 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
         metrics_address = metrics_server.address
         servers.append(metrics_server)
         log.info("metrics on http://%s/metrics", metrics_address)
-    app = create_app(supervisor, reader, writer, registry, metrics_address)
+    app = create_app(supervisor, reader, writer, registry, metrics_address, containers=containers)
     if config.serve_api:
         servers.append(ApiServer(app, config.socket_path))
     if control_tcp is not None:
@@ -119,6 +126,8 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
             server.shutdown()
         await asyncio.gather(*server_tasks, return_exceptions=True)
         await asyncio.to_thread(exports.close)  # the handlers deliver what they hold, within a deadline
+        if containers is not None:
+            containers.stop()
         if writer is not None:
             writer.close()
         notifier.close()

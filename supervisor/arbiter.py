@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -35,6 +35,9 @@ from supervisor.watcher import Watcher, describe_exit
 from workers import args as tracer_args
 from workers.catalog import Catalog
 from workers.runtime import EXIT_PERMANENT
+
+if TYPE_CHECKING:
+    from supervisor.containers.enrich import Enricher
 
 log = logging.getLogger("eunomia.supervisor")
 TICK = 0.1
@@ -60,8 +63,10 @@ class SupervisorStats:
 class Supervisor:
     def __init__(self, config: AgentConfig, catalog: Catalog, sinks: list[Sink] | None = None,
                  on_ready: Callable[[], None] | None = None, exports: Exports | None = None,
-                 containers: Callable[[], list[ContainerRef]] | None = None) -> None:
+                 containers: Callable[[], list[ContainerRef]] | None = None,
+                 enricher: Enricher | None = None) -> None:
         self.config = config
+        self.enricher = enricher  # container columns and labels, added before the sinks
         self.catalog = catalog
         self.sinks: list[Sink] = list(sinks or [])  # get every instance's data
         self.exports = exports  # builds each instance's own export handlers
@@ -382,11 +387,15 @@ class Supervisor:
             if frame.type is FrameType.EVENTS:
                 rows = frame.payload["rows"]
                 watcher.events_received += len(rows)
+                if self.enricher is not None:
+                    frame.payload["cols"] = self.enricher.events(frame.payload["cols"], rows)
                 for sink in self._route(watcher):
                     sink.events(watcher.id, watcher.tracer.name, frame.payload["cols"], rows)
             elif frame.type is FrameType.METRICS:
                 samples = flatten_samples(frame.payload.get("samples") or [],
                                           {"instance": watcher.id, "tracer": watcher.tracer.name})
+                if self.enricher is not None:
+                    samples = self.enricher.samples(samples)
                 ts = frame.payload.get("ts") if isinstance(frame.payload.get("ts"), int) else time.time_ns()
                 for sink in self._route(watcher):
                     sink.samples(watcher.id, ts, samples)

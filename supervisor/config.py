@@ -30,6 +30,16 @@ DEFAULT_TRACERS = (InstanceRequest("process"), InstanceRequest("opensnoop"), Ins
 
 
 @dataclass(slots=True)
+class ContainerSettings:
+    """Container awareness (docs/containers.md)."""
+
+    enabled: bool = True
+    docker_host: str | None = None  # a socket path or unix:// URL; default: $DOCKER_HOST, then the standard socket
+    grace: float = 60.0  # seconds a removed container stays resolvable for late events
+    max_containers: int = 4096
+
+
+@dataclass(slots=True)
 class AgentConfig:
     runtime_dir: Path = DEFAULT_RUNTIME_DIR
     db_path: Path | None = DEFAULT_DB  # None: no store (``eunomiactl trace``)
@@ -53,6 +63,7 @@ class AgentConfig:
     #: handlers of instances started without ``export_handlers``; None: [{"name": "sqlite"}] when there is a store
     default_export_handlers: list[dict[str, Any]] | None = None
     config_file: Path | None = None  # where the settings came from, if from a file
+    containers: ContainerSettings = field(default_factory=ContainerSettings)
 
     @property
     def socket_path(self) -> Path:

@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from supervisor.api.remote import TokenFileError, read_token_file
-from supervisor.config import DEFAULT_TRACERS, SOCKET_NAME, AgentConfig, InstanceRequest
+from supervisor.config import DEFAULT_TRACERS, SOCKET_NAME, AgentConfig, ContainerSettings, InstanceRequest
 from supervisor.config_schema import ConfigFile, ControlTcpListener, MetricsListener
 from supervisor.store.writer import Retention
 from workers import args as tracer_args
@@ -76,6 +76,9 @@ class Overrides:
     heartbeat_timeout: float | None = None
     metrics_interval: float | None = None
     metrics_listen: str | None = None  # HOST:PORT, over listeners.metrics
+    docker_socket: str | None = None
+    container_grace: float | None = None
+    no_containers: bool = False
 
 
 # -- reading the file --------------------------------------------------------------------
@@ -230,6 +233,11 @@ def build(cfg: ConfigFile, overrides: Overrides, config_file: Path | None = None
                             prune_interval_s=cfg.store.retention.prune_interval),
         listeners=cfg.listeners,
         metrics_listen=overrides.metrics_listen or _host_port(cfg.listeners.metrics),
+        containers=ContainerSettings(
+            enabled=cfg.containers.enabled and not overrides.no_containers,
+            docker_host=overrides.docker_socket or cfg.containers.docker_socket,
+            grace=cfg.containers.grace if overrides.container_grace is None else overrides.container_grace,
+            max_containers=cfg.containers.max_containers),
         config_file=config_file,
     )
 

@@ -208,6 +208,15 @@ class Listeners(_Model):
         return self
 
 
+class Containers(_Model):
+    """Container awareness (docs/containers.md)."""
+
+    enabled: bool = True
+    docker_socket: Annotated[str, Field(min_length=1)] | None = None  # a path or unix:// URL; default: $DOCKER_HOST
+    grace: Annotated[float, Field(ge=0)] = 60.0  # seconds a removed container still names late events
+    max_containers: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+
+
 class ConfigFile(_Model):
     """The whole file. Every section is optional; an empty file means the built-in defaults."""
 
@@ -220,6 +229,7 @@ class ConfigFile(_Model):
     workers: Workers = Field(default_factory=Workers)
     backoff: Backoff = Field(default_factory=Backoff)
     listeners: Listeners = Field(default_factory=Listeners)
+    containers: Containers = Field(default_factory=Containers)
 
     @field_validator("tracers")
     @classmethod

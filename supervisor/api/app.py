@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 
 from supervisor import __version__
+from supervisor.api import containers as containers_api
 from supervisor.api.metrics import metrics_response
 from supervisor.api.models import (
     EunomiaStartRequest,
@@ -30,6 +31,9 @@ from workers import args as tracer_args
 from workers.args import ArgsError
 from workers.catalog import Tracer
 
+if TYPE_CHECKING:
+    from supervisor.containers.service import ContainerService
+
 ERRORS: dict[int | str, dict[str, Any]] = {400: {"description": "bad arguments"},
                                             404: {"description": "no such tracer or instance"},
                                             409: {"description": "conflicts with the current state"}}
@@ -47,10 +51,12 @@ def _tracer_info(tracer: Tracer) -> TracerInfo:
 
 
 def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer: StoreWriter | None = None,
-               metrics: CollectorRegistry | None = None, metrics_address: str | None = None) -> FastAPI:
+               metrics: CollectorRegistry | None = None, metrics_address: str | None = None,
+               containers: ContainerService | None = None) -> FastAPI:
     app = FastAPI(title="Eunomia agent", version=__version__,
                   description="Control API of the Eunomia eBPF agent (unix socket, root only).")
     registry = metrics if metrics is not None else agent_registry(supervisor, writer)
+    app.include_router(containers_api.router(containers))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

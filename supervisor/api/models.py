@@ -134,3 +134,31 @@ class Health(BaseModel):
 
 class Error(BaseModel):
     detail: str
+
+
+class Container(BaseModel):
+    id: str = Field(description="the runtime's full container id (64 hex digits)")
+    name: str | None
+    image: str | None = Field(description="the image reference the container was started from")
+    image_id: str | None
+    runtime: str = Field(description="docker, containerd, cri-o, podman, or kubernetes (runtime not known)")
+    state: str = Field(description="created, running, exited, paused, or removed (kept for the grace period)")
+    source: str = Field(description="what describes it: the runtime's API ('docker'), or 'cgroup' (id only)")
+    pid: int | None = Field(description="the container's init process, in the host's pid namespace")
+    k8s_namespace: str | None
+    k8s_pod_name: str | None
+    k8s_pod_uid: str | None
+    k8s_container_name: str | None
+    mntns: int | None = Field(description="mount namespace inode (as /proc/PID/ns/mnt shows it)")
+    pidns: int | None
+    netns: int | None
+    labels: dict[str, str]
+    created_at: float | None = Field(description="seconds since the epoch")
+    cgroup_ids: list[int] = Field(description="cgroup ids seen for it (bpf_get_current_cgroup_id() of its tasks)")
+    removed_seconds_ago: float | None = Field(description="since its removal; released after the grace period")
+
+
+class ContainerList(BaseModel):
+    containers: list[Container]
+    cache: dict[str, Any] = Field(description="the registry: mode, sources, sizes and its counters (misses, "
+                                  "unresolved, evictions, releases)")

@@ -34,6 +34,11 @@ def run(
                                        help="also serve GET /metrics (read-only, nothing else) on this TCP "
                                             "address, e.g. 127.0.0.1:9469; off by default (config: "
                                             "listeners.metrics)"),
+    docker_socket: str = typer.Option(None, help="Docker Engine API: a socket path or URL, for container names "
+                                      "and images [default: $DOCKER_HOST, then /var/run/docker.sock]"),
+    container_grace: float = typer.Option(None, min=0.0,
+                                          help="seconds a removed container still names late events [default: 60]"),
+    no_containers: bool = typer.Option(False, help="no container columns on events (docs/containers.md)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the agent in the foreground (what the systemd service runs).
@@ -53,7 +58,8 @@ def run(
     overrides = Overrides(runtime_dir=runtime_dir, db=db, socket=socket, tracers=list(tracer or []),
                           no_default_tracers=no_default_tracers, tracer_path=list(tracer_path or []),
                           heartbeat_timeout=heartbeat_timeout, metrics_interval=metrics_interval,
-                          metrics_listen=metrics_listen)
+                          metrics_listen=metrics_listen, docker_socket=docker_socket,
+                          container_grace=container_grace, no_containers=no_containers)
     path = choose_file(config, no_config)
     try:
         agent_config = resolve(path, overrides)

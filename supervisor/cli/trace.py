@@ -22,14 +22,16 @@ from supervisor.arbiter import Supervisor
 from supervisor.cli import flamegraph
 from supervisor.cli.client import fail
 from supervisor.cli.metrics_view import MetricsView
-from supervisor.config import AgentConfig, InstanceRequest
+from supervisor.config import AgentConfig, ContainerSettings, InstanceRequest
+from supervisor.containers.info import EVENT_COLUMNS
+from supervisor.containers.service import ContainerService
 from supervisor.sinks import Sample
 from supervisor.states import State
 from workers import args as tracer_args
 from workers.args import ArgsError
 from workers.catalog import Catalog, default_search_path
 
-_SKIP_HUMAN = {"ts", "pid", "comm", "tid", "uid", "gid", "cgroup_id"}
+_SKIP_HUMAN = {"ts", "pid", "comm", "tid", "uid", "gid", "cgroup_id", *EVENT_COLUMNS}
 
 
 class PrintSink:
@@ -59,6 +61,8 @@ class PrintSink:
             else:
                 when = dt.datetime.fromtimestamp(event["ts"] / 1e9).strftime("%H:%M:%S.%f")[:-3]
                 rest = " ".join(f"{k}={_human(v)}" for k, v in event.items() if k not in _SKIP_HUMAN | {"tracer"})
+                if event.get("container_id"):  # host processes: nothing, as before
+                    rest += f" container={_human(event.get('container_name') or event['container_id'][:12])}"
                 lines.append(f"{when} {event['pid']:>7} {event['comm']:<16} {rest}".encode())
         self.out.write(b"\n".join(lines) + b"\n")
         self.out.flush()
@@ -128,6 +132,8 @@ def trace(
     flamegraph_svg: Path = typer.Option(None, "--flamegraph", help="stack metrics: write a flame graph SVG here"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line, with the documented field names"),
     tracer_path: list[Path] = typer.Option(None, help="extra folder with tracers (repeatable)"),
+    docker_socket: str = typer.Option(None, help="Docker Engine API for container names "
+                                      "[default: $DOCKER_HOST, then /var/run/docker.sock]"),
 ) -> None:
     """Run one tracer and print its events until Ctrl-C or --duration."""
     search = [*default_search_path(), *(tracer_path or [])]
@@ -149,16 +155,21 @@ def trace(
                      + [lbl.name for lbl in m.labels if lbl.stack]  # comm, then user frames, then kernel frames
                      for m in spec.metrics if any(lbl.stack for lbl in m.labels)}
     sink = PrintSink(tracer, as_json, MetricsView(top, cumulative), stack_metrics, folded, flamegraph_svg)
-    supervisor = Supervisor(config, catalog, [sink])
+    containers = ContainerService.create(ContainerSettings(docker_host=docker_socket))
+    containers.start()
+    supervisor = Supervisor(config, catalog, [sink], enricher=containers.enricher, containers=containers.refs)
     try:
-        code = asyncio.run(_trace(supervisor, duration))
+        code = asyncio.run(_trace(supervisor, duration, containers))
         sink.finish(f"{tracer} {' '.join(ctx.args)}".strip())
     finally:
+        containers.stop()
         shutil.rmtree(runtime, ignore_errors=True)
     raise typer.Exit(code)
 
 
-async def _trace(supervisor: Supervisor, duration: float | None) -> int:
+async def _trace(supervisor: Supervisor, duration: float | None, containers: ContainerService) -> int:
+    containers.follow(asyncio.get_running_loop(), supervisor.refresh_filters)  # --container & co. follow at once
+
     async def watch() -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + duration if duration else None

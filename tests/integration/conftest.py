@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.agentctl import Agent
+from tests.integration.dockerd import dockerd  # noqa: F401 - a shared fixture: a private Docker daemon
 
 
 @pytest.fixture(scope="module")

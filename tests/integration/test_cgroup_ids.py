@@ -45,3 +45,18 @@ def test_event_cgroup_id_resolves_to_the_cgroup_the_test_made(tmp_path: Path, cg
     root = unified_root()
     assert events[0]["cgroup_id"] == os.stat(cgroup).st_ino
     assert index.path(events[0]["cgroup_id"]) == "/" + str(cgroup.relative_to(root))
+
+
+def test_a_cgroup_made_after_the_walk_is_found_by_file_handle_without_walking_again(cgroup: Path) -> None:
+    index = CgroupIndex(min_rescan=3600)
+    index.scan()
+    scans = index.scans
+    late = cgroup / "late"
+    late.mkdir()
+    try:
+        assert index.path(os.stat(late).st_ino) == "/" + str(late.relative_to(unified_root()))
+        assert index.scans == scans and index.handle_hits == 1
+    finally:
+        late.rmdir()
+    assert index.path(os.stat(cgroup).st_ino + 10**9) is None  # no such cgroup: ESTALE, no walk either
+    index.close()
