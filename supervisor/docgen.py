@@ -30,6 +30,21 @@ COMMON = [
     ("comm", "string", "task name (at most 15 bytes)"),
     ("cgroup_id", "integer", "cgroup v2 id (the inode of the cgroup directory)"),
 ]
+#: Added by the agent from the cgroup id (docs/containers.md); absent when null.
+CONTAINER = [
+    ("container_runtime", "string", "docker, containerd, cri-o, podman (kubernetes when only the pod layout says "
+                                    "so); `host` for host processes; `unknown` when the cgroup could not be resolved"),
+    ("container_id", "string", "the container's full id"),
+    ("container_name", "string", "its name, from the runtime's API"),
+    ("container_image", "string", "the image it was started from"),
+    ("k8s_namespace", "string", "Kubernetes namespace (CRI label io.kubernetes.pod.namespace)"),
+    ("k8s_pod_name", "string", "Kubernetes pod (io.kubernetes.pod.name)"),
+    ("k8s_pod_uid", "string", "Kubernetes pod uid (io.kubernetes.pod.uid, or the kubepods cgroup path)"),
+    ("k8s_container_name", "string", "the container's name in its pod (io.kubernetes.container.name)"),
+    ("container_mntns", "integer", "mount namespace inode of the container's init process"),
+    ("container_pidns", "integer", "pid namespace inode of the container's init process"),
+    ("container_netns", "integer", "network namespace inode of the container's init process"),
+]
 
 
 def _json_type(type_text: str, fmt: str | None, enum: dict | None) -> str:
@@ -54,6 +69,12 @@ def render() -> str:
            "is one JSON object. A field that does not apply to an event is absent (not null).", "",
            "## Fields every event has", "", "| field | type | meaning |", "| --- | --- | --- |"]
     out += [f"| `{n}` | {t} | {d} |" for n, t, d in COMMON]
+    out += ["", "## Container fields", "",
+            "The agent adds these from the event's cgroup id (see [containers.md](containers.md)); a host",
+            "process has `container_runtime: host` and none of the others. Metric series with a",
+            "`cgroup_id` label get the same fields as labels.", "",
+            "| field | type | meaning |", "| --- | --- | --- |"]
+    out += [f"| `{n}` | {t} | {d} |" for n, t, d in CONTAINER]
     out += ["", "Stored events also carry `instance`, the id of the tracer instance that produced them.", ""]
     for tracer in sorted(catalog.tracers.values(), key=lambda t: t.name):
         spec = tracer.spec
