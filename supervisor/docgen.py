@@ -41,9 +41,12 @@ CONTAINER = [
     ("k8s_pod_name", "string", "Kubernetes pod (io.kubernetes.pod.name)"),
     ("k8s_pod_uid", "string", "Kubernetes pod uid (io.kubernetes.pod.uid, or the kubepods cgroup path)"),
     ("k8s_container_name", "string", "the container's name in its pod (io.kubernetes.container.name)"),
-    ("container_mntns", "integer", "mount namespace inode of the container's init process"),
-    ("container_pidns", "integer", "pid namespace inode of the container's init process"),
-    ("container_netns", "integer", "network namespace inode of the container's init process"),
+    ("container_mntns", "integer", "mount namespace inode of the container's init process (of a host process in "
+                                  "namespaces of its own: that process's)"),
+    ("container_pidns", "integer", "pid namespace inode of the container's init process (of a host process in "
+                                  "namespaces of its own: that process's)"),
+    ("container_netns", "integer", "network namespace inode of the container's init process (of a host process in "
+                                  "namespaces of its own: that process's)"),
 ]
 
 

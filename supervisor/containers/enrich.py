@@ -5,15 +5,22 @@ registry, which answers from memory (or, on a miss, from the cgroup path). It as
 per distinct cgroup id (per pid on cgroup v1-only hosts) and keeps the answers until the
 registry changes or a second passes, so the cost per event is a dictionary lookup and a
 ``list.extend``.
+
+A host row of a process that lives in namespaces of its own (a container run by a tool
+the agent does not know, or a sandboxed service) gets that process's mnt/pid/net
+namespace inodes in the namespace columns, read from ``/proc/PID/ns`` once per pid and
+second; a process gone by then keeps them empty.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-from supervisor.containers.info import EVENT_COLUMNS, UNKNOWN_ROW, Row, labels_of
+from supervisor.containers.info import EVENT_COLUMNS, HOST_ROW, UNKNOWN_ROW, Namespaces, Row, labels_of
+from supervisor.containers.procfs import namespaces_of
 from supervisor.containers.registry import ContainerRegistry
 
 Sample = tuple[str, dict[str, str], float]
@@ -21,11 +28,18 @@ Sample = tuple[str, dict[str, str], float]
 
 class Enricher:
     def __init__(self, registry: ContainerRegistry, refresh: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 namespaces: Callable[[int], Namespaces] = namespaces_of) -> None:
         self.registry = registry
         self.refresh = refresh
         self._clock = clock
+        self._namespaces = namespaces
+        # What "the host's namespaces" means: init's (the agent may run in a container with the
+        # host's pids), else the agent's own when init's cannot be read (a restricted pid 1).
+        host_ns = namespaces(1)
+        self._host_ns = host_ns if host_ns.mnt is not None else namespaces(os.getpid())
         self._cache: dict[Any, Row] = {}
+        self._host_rows: dict[Any, Row] = {}  # pid → the host row for it (with its namespaces if its own)
         self._generation = -1
         self._expires = 0.0
         self.rows_enriched = 0
@@ -36,6 +50,7 @@ class Enricher:
         now = self._clock()
         if self.registry.generation != self._generation or now >= self._expires:
             self._cache = {}
+            self._host_rows = {}
             self._generation = self.registry.generation
             self._expires = now + self.refresh
         return self._cache
@@ -54,11 +69,14 @@ class Enricher:
                 row.extend(UNKNOWN_ROW)
         else:
             get = cache.get
+            host_get = self._host_rows.get
             try:
-                for row in rows:  # the hot loop: one dictionary lookup per row
+                for row in rows:  # the hot loop: one dictionary lookup per row (two for a host process)
                     values = get(row[key_i])
                     if values is None:
                         values = self._miss(cache, row[key_i], row, cgroup_i, pid_i)
+                    if values is HOST_ROW and pid_i is not None:
+                        values = host_get(row[pid_i]) or self._host_row(row[pid_i])
                     row.extend(values)
             except TypeError:  # an unhashable id from a broken worker: finish the rows the careful way
                 for row in rows:
@@ -67,6 +85,16 @@ class Enricher:
                         row.extend(get(key) or self._miss(cache, key, row, cgroup_i, pid_i))
         self.rows_enriched += len(rows)
         return [*columns, *EVENT_COLUMNS]
+
+    def _host_row(self, pid: Any) -> Row:
+        """HOST_ROW, with the process's namespaces when they are not the host's."""
+        values = HOST_ROW
+        if pid.__class__ is int and pid > 0:
+            ns = self._namespaces(pid)
+            if ns.mnt is not None and ns != self._host_ns:
+                values = (*HOST_ROW[:-3], ns.mnt, ns.pid, ns.net)
+        self._host_rows[pid] = values
+        return values
 
     def _miss(self, cache: dict[Any, Row], key: Any, row: list[Any], cgroup_i: int | None,
               pid_i: int | None) -> Row:

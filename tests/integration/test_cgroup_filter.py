@@ -90,3 +90,25 @@ def test_host_cannot_be_combined_with_a_container(agent: Agent) -> None:
                                                          "args": ["--host", "--container", "web"]})
     assert response.status_code == 400
     assert "--host (host processes only) cannot be combined with --container" in response.json()["detail"]
+
+
+def test_a_host_process_in_its_own_namespaces_carries_them(agent: Agent) -> None:
+    """A 'container' made by a tool the agent does not know (unshare): host cgroup, own namespaces."""
+    inst = agent.start("process", ["-n", "sleep"])
+    agent.wait_state(inst["id"], "running")
+    mark = f"3.{uuid.uuid4().int % 10**9:09d}"  # sleep's argument doubles as the marker
+    proc = subprocess.Popen(["unshare", "--mount", "--net", "sleep", mark])
+    try:
+        def exec_event() -> list[dict]:
+            return [e for e in agent.events(tracer="process", instance=inst["id"], pid=proc.pid)
+                    if e["event"] == "exec" and e["argv"] == ["sleep", mark]]
+
+        (event,) = wait_for(exec_event, 15, "the exec of sleep in its own namespaces")
+        mnt, net, pidns = (os.stat(f"/proc/{proc.pid}/ns/{kind}").st_ino for kind in ("mnt", "net", "pid"))
+        host_mnt = os.stat("/proc/self/ns/mnt").st_ino
+    finally:
+        proc.kill()
+        proc.wait()
+    assert mnt != host_mnt
+    assert event["container_runtime"] == "host"
+    assert (event["container_mntns"], event["container_netns"], event["container_pidns"]) == (mnt, net, pidns)

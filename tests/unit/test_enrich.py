@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from supervisor.containers.enrich import Enricher
@@ -33,7 +34,10 @@ def setup() -> tuple[ContainerRegistry, Enricher, Clock]:
     clock = Clock()
     reg = ContainerRegistry(FakeIndex({1: "/", 9: f"/docker/{ID}"}), clock=clock,  # type: ignore[arg-type]
                             namespaces_of_pid=lambda pid: Namespaces())
-    return reg, Enricher(reg, clock=clock), clock
+    return reg, Enricher(reg, clock=clock, namespaces=lambda pid: HOST_NS), clock
+
+
+HOST_NS = Namespaces(mnt=4026531841, pid=4026531836, net=4026531840)
 
 
 def row(cgroup_id: object, pid: int = 10, path: str = "/etc/hosts") -> list:
@@ -127,3 +131,33 @@ def test_v1_only_hosts_key_the_cache_by_pid() -> None:
     cols = enricher.events(list(COLS), rows)
     runtimes = [dict(zip(cols, r, strict=True))["container_runtime"] for r in rows]
     assert runtimes == ["docker", "host", "docker"] and reg.stats.resolves == 2
+
+
+def test_a_host_process_in_namespaces_of_its_own_gets_them() -> None:
+    """A container run by a tool the agent does not know: host cgroup, its own namespaces."""
+    reg, _enricher, clock = setup()
+    own = Namespaces(mnt=4026532500, pid=4026532501, net=4026532502)
+    asked: list[int] = []
+
+    def namespaces(pid: int) -> Namespaces:
+        asked.append(pid)
+        return {1: HOST_NS, 77: own, 78: HOST_NS}.get(pid, Namespaces())  # others: gone already
+
+    enricher = Enricher(reg, clock=clock, namespaces=namespaces)
+    rows = [row(1, pid=77), row(1, pid=78), row(1, pid=79), row(1, pid=77)]
+    cols = enricher.events(list(COLS), rows)
+    events = [dict(zip(cols, r, strict=True)) for r in rows]
+    assert [e["container_runtime"] for e in events] == ["host"] * 4
+    assert [(e["container_mntns"], e["container_pidns"], e["container_netns"]) for e in events] == [
+        (own.mnt, own.pid, own.net), (None, None, None), (None, None, None), (own.mnt, own.pid, own.net)]
+    assert asked == [1, 77, 78, 79]  # init's once, then once per pid (cached)
+
+
+def test_the_agents_own_namespaces_stand_for_the_hosts_when_init_is_unreadable() -> None:
+    reg, _enricher, clock = setup()
+    own = Namespaces(mnt=4026532500, pid=4026532501, net=4026532502)
+    seen = {os.getpid(): HOST_NS, 77: own, 78: HOST_NS}  # pid 1: unreadable
+    enricher = Enricher(reg, clock=clock, namespaces=lambda pid: seen.get(pid, Namespaces()))
+    rows = [row(1, pid=77), row(1, pid=78)]
+    cols = enricher.events(list(COLS), rows)
+    assert [dict(zip(cols, r, strict=True))["container_mntns"] for r in rows] == [own.mnt, None]
