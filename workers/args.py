@@ -7,9 +7,12 @@ packed into two 64-bit integers that the program compares with the task's comm.
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.spec import Parameter, TracerSpec
+
+if TYPE_CHECKING:
+    from workers.bt_spec import BpftraceSpec
 
 COMM_LEN = 16  # TASK_COMM_LEN
 
@@ -39,7 +42,7 @@ class ArgsError(ValueError):
     """Arguments that do not fit the tracer's parameters; the message names the parameter."""
 
 
-def parameters(spec: TracerSpec) -> list[Parameter]:
+def parameters(spec: TracerSpec | BpftraceSpec) -> list[Parameter]:
     return list(COMMON_PARAMETERS) + list(spec.parameters)
 
 
@@ -79,7 +82,7 @@ def _coerce(param: Parameter, value: Any) -> int | bool | str:
     return value
 
 
-def parse_flags(spec: TracerSpec, argv: list[str]) -> dict[str, Any]:
+def parse_flags(spec: TracerSpec | BpftraceSpec, argv: list[str]) -> dict[str, Any]:
     """bcc-style flags (``["-p", "42", "-x"]``, or Eunomia's ``["-p 42"]``) → raw values by name.
 
     Only an item that starts with a known flag followed by more text is split (shell rules);
@@ -124,7 +127,7 @@ def parse_flags(spec: TracerSpec, argv: list[str]) -> dict[str, Any]:
     return values
 
 
-def resolve(spec: TracerSpec, given: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+def resolve(spec: TracerSpec | BpftraceSpec, given: dict[str, Any] | list[str] | None) -> dict[str, Any]:
     """Validated values for every parameter, defaults filled in."""
     raw = parse_flags(spec, given) if isinstance(given, list) else dict(given or {})
     known = {p.name: p for p in parameters(spec)}
@@ -143,6 +146,11 @@ def resolve(spec: TracerSpec, given: dict[str, Any] | list[str] | None) -> dict[
         else:
             values[name] = False if param.type == "bool" else 0 if param.type == "int" else ""  # str: unused
     cgroup_filter_mode(values)
+    if spec.kind == "bpftrace":
+        chosen = [name for name in (*CGROUP_SELECTORS, "host") if values.get(name)]
+        if chosen:
+            raise ArgsError(f"--{chosen[0]}: the cgroup filter is not available for bpftrace tracers "
+                            f"({spec.name}); filter on `cgroup` in the script instead")
     return values
 
 
@@ -160,13 +168,22 @@ def cgroup_filter_mode(values: dict[str, Any]) -> int:
     return FILTER_INCLUDE if chosen else 0
 
 
+def positional(spec: BpftraceSpec, values: dict[str, Any]) -> list[str]:
+    """A bpftrace tracer's own parameters as its positional parameters, in the order listed ($1 first)."""
+    out = []
+    for param in spec.parameters:
+        value = values[param.name]
+        out.append(str(int(value)) if param.type in ("int", "bool") else str(value))
+    return out
+
+
 def pack_comm(comm: str) -> tuple[int, int]:
     """A comm as the two little-endian u64 words the kernel's NUL-padded comm[16] holds."""
     raw = comm.encode().ljust(COMM_LEN, b"\0")
     return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
 
 
-def defines(spec: TracerSpec, values: dict[str, Any]) -> list[str]:
+def defines(spec: TracerSpec | BpftraceSpec, values: dict[str, Any]) -> list[str]:
     """``-D`` flags for the compiler; every value is a number."""
     flags = []
     for param in parameters(spec):
