@@ -39,7 +39,7 @@ def _json_type(type_text: str, fmt: str | None, enum: dict | None) -> str:
         return "string (IPv4 or IPv6 address)"
     if type_text.startswith("char[") and type_text.count("[") == 2:
         return "list of strings"
-    if type_text.startswith("char["):
+    if type_text.startswith("char[") or type_text == "str":
         return "string"
     if type_text.startswith("u8["):
         return "string (hex)"
@@ -95,7 +95,7 @@ def render_tracer(tracer: Tracer) -> str:
     for probe in spec.probes:
         extra = f" → `{probe.function}()`" if probe.function else ""
         freq = f" at {probe.frequency} Hz" if probe.frequency is not None else ""
-        out.append(f"- {probe.kind} `{probe.target}`{freq}{extra}")
+        out.append(f"- {probe.kind} `{probe.target}`{freq}{extra}" if probe.target else f"- {probe.kind}")
     out.append("")
     if spec.event:
         out += ["## Event fields", "", "Besides the fields every event has (see [events.md](../events.md)):", "",
@@ -112,6 +112,12 @@ def render_tracer(tracer: Tracer) -> str:
             kind = f"{m.type} (log2 buckets)" if m.type == "histogram" else m.type
             out.append(f"| `eunomia_{m.name}` | {kind} | {labels} | {m.help} |")
         out.append("")
+    if spec.kind == "bpftrace":
+        script = (tracer.folder / spec.program).read_text().rstrip()
+        out += [f"## Script (`{spec.program}`, bpftrace)", "",
+                "The worker runs it with `bpftrace -f json`; see "
+                "[the tracer format](../tracer-format.md#bpftrace-tracers).",
+                "", "```", script, "```", ""]
     example = examples.read(tracer)
     if spec.example and example:
         out += ["## Example", "", "Captured on a real kernel while this ran:", "",

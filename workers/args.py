@@ -42,8 +42,20 @@ class ArgsError(ValueError):
     """Arguments that do not fit the tracer's parameters; the message names the parameter."""
 
 
+#: The common options a bpftrace tracer does not take: its filter is in the script (see bt_script).
+NOT_FOR_BPFTRACE = frozenset({*CGROUP_SELECTORS, "host"})
+
+
 def parameters(spec: TracerSpec | BpftraceSpec) -> list[Parameter]:
-    return list(COMMON_PARAMETERS) + list(spec.parameters)
+    common = [p for p in COMMON_PARAMETERS if spec.kind != "bpftrace" or p.name not in NOT_FOR_BPFTRACE]
+    return common + list(spec.parameters)
+
+
+def _not_for_bpftrace(spec: TracerSpec | BpftraceSpec, names: set[str]) -> None:
+    refused = sorted(names & NOT_FOR_BPFTRACE) if spec.kind == "bpftrace" else []
+    if refused:
+        raise ArgsError(f"--{refused[0]}: the cgroup filter is not available for bpftrace tracers "
+                        f"({spec.name}); filter on `cgroup` in the script instead")
 
 
 def _coerce(param: Parameter, value: Any) -> int | bool | str:
@@ -110,6 +122,7 @@ def parse_flags(spec: TracerSpec | BpftraceSpec, argv: list[str]) -> dict[str, A
         flag, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
         param = by_flag.get(flag)
         if param is None:
+            _not_for_bpftrace(spec, {flag.removeprefix("--")})
             known = ", ".join(sorted(by_flag))
             raise ArgsError(f"unknown option {flag!r} for tracer {spec.name} (known: {known})")
         if param.type == "bool" and not eq:
@@ -132,6 +145,7 @@ def resolve(spec: TracerSpec | BpftraceSpec, given: dict[str, Any] | list[str] |
     raw = parse_flags(spec, given) if isinstance(given, list) else dict(given or {})
     known = {p.name: p for p in parameters(spec)}
     unknown = sorted(set(raw) - set(known))
+    _not_for_bpftrace(spec, set(unknown))
     if unknown:
         raise ArgsError(f"unknown parameter(s) {unknown} for tracer {spec.name} (known: {sorted(known)})")
     values: dict[str, Any] = {}
@@ -146,11 +160,6 @@ def resolve(spec: TracerSpec | BpftraceSpec, given: dict[str, Any] | list[str] |
         else:
             values[name] = False if param.type == "bool" else 0 if param.type == "int" else ""  # str: unused
     cgroup_filter_mode(values)
-    if spec.kind == "bpftrace":
-        chosen = [name for name in (*CGROUP_SELECTORS, "host") if values.get(name)]
-        if chosen:
-            raise ArgsError(f"--{chosen[0]}: the cgroup filter is not available for bpftrace tracers "
-                            f"({spec.name}); filter on `cgroup` in the script instead")
     return values
 
 

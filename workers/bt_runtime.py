@@ -47,9 +47,12 @@ def _child_setup() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def classify(stderr: list[str], script: str, shown_as: str, returncode: int | None) -> LoadError:
-    """bpftrace's startup failure as a LoadError naming the user's script (not the rewritten copy)."""
-    lines = [ln.replace(script, shown_as) for ln in stderr if not _NOISE.search(ln)]
+def classify(stderr: list[str], script: str, shown_as: str, returncode: int | None,
+             originals: dict[str, str] | None = None) -> LoadError:
+    """bpftrace's startup failure as a LoadError naming the user's script and quoting its lines as the
+    user wrote them (``originals``: rewritten line → original line), not the worker's rewritten copy."""
+    originals = originals or {}
+    lines = [originals.get(ln, ln).replace(script, shown_as) for ln in stderr if not _NOISE.search(ln)]
     errors = [ln for ln in lines if "ERROR" in ln or "error" in ln]
     first = errors[0].strip() if errors else f"bpftrace exited with status {returncode} before attaching its probes"
     text = "\n".join(lines)
@@ -84,10 +87,11 @@ class BpftraceWorker(Worker):
         plan = self.plan
         try:
             text = Path(plan.program).read_text(encoding="utf-8")
-            self.script.write_text(bt_script.rewrite(
+            rewritten = bt_script.rewrite(
                 text, metric_maps=[m["name"] for m in plan.metrics], interval_ms=int(plan.metrics_interval * 1000),
                 agent_pids=[plan.supervisor_pid, os.getpid(), *self._agent_pids()],
-                pid=int(plan.values.get("pid") or 0), comm=str(plan.values.get("comm") or "")))
+                pid=int(plan.values.get("pid") or 0), comm=str(plan.values.get("comm") or ""))
+            self.script.write_text(rewritten)
         except (OSError, UnicodeDecodeError, bt_script.ScriptError) as exc:
             raise LoadError("spec", f"{plan.program}: {exc}") from None
         env = {**os.environ, **plan.env}
@@ -103,7 +107,10 @@ class BpftraceWorker(Worker):
             if self.child.poll() is not None:
                 self._read(0)  # what it printed last
                 if self.parser.attached is None:
-                    raise classify(list(self.stderr), str(self.script), plan.program, self.child.returncode)
+                    originals = {new: old for old, new in zip(text.splitlines(), rewritten.splitlines(), strict=False)
+                                 if old != new}
+                    raise classify(list(self.stderr), str(self.script), plan.program, self.child.returncode,
+                                   originals)
             self._drain_control()
             if self.stopping:
                 return
