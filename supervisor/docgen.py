@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from supervisor import examples
+from supervisor import examples, refdocs
 from workers import args as tracer_args
 from workers.catalog import BUILTIN_DIR, REPO_ROOT, Catalog, Tracer
 
@@ -138,6 +138,7 @@ def pages() -> dict[Path, str]:
     tracers = sorted(Catalog.discover([BUILTIN_DIR]).tracers.values(), key=lambda t: t.name)
     files = {EVENTS_DOC: render(), TRACERS_DIR / "README.md": render_index(tracers)}
     files.update({TRACERS_DIR / f"{t.name}.md": render_tracer(t) for t in tracers})
+    files.update(refdocs.pages())  # docs/api.md and docs/cli.md
     return files
 
 
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     TRACERS_DIR.mkdir(parents=True, exist_ok=True)
     for path, text in pages().items():
         path.write_text(text)
-    print(f"wrote {EVENTS_DOC} and {TRACERS_DIR}/")
+    print(f"wrote {EVENTS_DOC}, {refdocs.API_DOC}, {refdocs.CLI_DOC} and {TRACERS_DIR}/")
     return 0
 
 
