@@ -64,14 +64,15 @@ def test_docs_referenced_by_the_readme_exist() -> None:
 def test_every_builtin_folder_is_a_tracer_with_a_spec_and_its_program() -> None:
     folders = sorted(p.name for p in BUILTIN_DIR.iterdir() if p.is_dir() and p.name != "include")
     assert folders == BUILTINS, "every folder in bpf/ (but include/) is a tracer whose tracer.yaml loads"
+    catalog = Catalog.discover([BUILTIN_DIR])
     for name in BUILTINS:
-        tracer = Catalog.discover([BUILTIN_DIR]).get(name)
+        tracer = catalog.get(name)
         assert (tracer.folder / tracer.spec.program).is_file()
 
 
 def test_both_tracer_kinds_are_built_in_and_covered() -> None:
     """The meta-tests above run for every built-in of either kind; make sure both kinds are there."""
-    kinds = {Catalog.discover([BUILTIN_DIR]).get(name).spec.kind for name in BUILTINS}
+    kinds = {tracer.spec.kind for tracer in Catalog.discover([BUILTIN_DIR]).tracers.values()}
     assert kinds == {"bcc", "bpftrace"}
 
 
