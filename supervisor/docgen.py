@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from supervisor import examples
+from supervisor import examples, refdocs
 from workers import args as tracer_args
 from workers.catalog import BUILTIN_DIR, REPO_ROOT, Catalog, Tracer
 
@@ -57,7 +57,7 @@ def _json_type(type_text: str, fmt: str | None, enum: dict | None) -> str:
         return "string (IPv4 or IPv6 address)"
     if type_text.startswith("char[") and type_text.count("[") == 2:
         return "list of strings"
-    if type_text.startswith("char["):
+    if type_text.startswith("char[") or type_text == "str":
         return "string"
     if type_text.startswith("u8["):
         return "string (hex)"
@@ -119,7 +119,7 @@ def render_tracer(tracer: Tracer) -> str:
     for probe in spec.probes:
         extra = f" → `{probe.function}()`" if probe.function else ""
         freq = f" at {probe.frequency} Hz" if probe.frequency is not None else ""
-        out.append(f"- {probe.kind} `{probe.target}`{freq}{extra}")
+        out.append(f"- {probe.kind} `{probe.target}`{freq}{extra}" if probe.target else f"- {probe.kind}")
     out.append("")
     if spec.event:
         out += ["## Event fields", "", "Besides the fields every event has (see [events.md](../events.md)):", "",
@@ -136,6 +136,12 @@ def render_tracer(tracer: Tracer) -> str:
             kind = f"{m.type} (log2 buckets)" if m.type == "histogram" else m.type
             out.append(f"| `eunomia_{m.name}` | {kind} | {labels} | {m.help} |")
         out.append("")
+    if spec.kind == "bpftrace":
+        script = (tracer.folder / spec.program).read_text().rstrip()
+        out += [f"## Script (`{spec.program}`, bpftrace)", "",
+                "The worker runs it with `bpftrace -f json`; see "
+                "[the tracer format](../tracer-format.md#bpftrace-tracers).",
+                "", "```", script, "```", ""]
     example = examples.read(tracer)
     if spec.example and example:
         out += ["## Example", "", "Captured on a real kernel while this ran:", "",
@@ -156,6 +162,7 @@ def pages() -> dict[Path, str]:
     tracers = sorted(Catalog.discover([BUILTIN_DIR]).tracers.values(), key=lambda t: t.name)
     files = {EVENTS_DOC: render(), TRACERS_DIR / "README.md": render_index(tracers)}
     files.update({TRACERS_DIR / f"{t.name}.md": render_tracer(t) for t in tracers})
+    files.update(refdocs.pages())  # docs/api.md and docs/cli.md
     return files
 
 
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     TRACERS_DIR.mkdir(parents=True, exist_ok=True)
     for path, text in pages().items():
         path.write_text(text)
-    print(f"wrote {EVENTS_DOC} and {TRACERS_DIR}/")
+    print(f"wrote {EVENTS_DOC}, {refdocs.API_DOC}, {refdocs.CLI_DOC} and {TRACERS_DIR}/")
     return 0
 
 

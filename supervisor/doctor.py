@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,20 @@ def _bcc() -> Check:
     return Check("bcc", "ok", f"version {getattr(bcc, '__version__', 'unknown')}")
 
 
+def _bpftrace() -> Check:
+    from workers.bt_runtime import bpftrace_binary
+
+    binary = bpftrace_binary()
+    if binary is None:
+        return Check("bpftrace", "warn", "not installed: bpftrace tracers cannot run (apt-get install bpftrace, "
+                                         "or `make setup`)")
+    try:
+        version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Check("bpftrace", "warn", f"{binary} does not run: {exc}")
+    return Check("bpftrace", "ok", f"{version or 'unknown version'} ({binary})")
+
+
 def run_checks(catalog: Catalog) -> dict[str, Any]:
     release = platform.release()
     checks = [Check("kernel", "ok", release)]
@@ -54,6 +69,8 @@ def run_checks(catalog: Catalog) -> dict[str, Any]:
                         str(tfs) if tfs else "not mounted: mount -t tracefs nodev /sys/kernel/tracing"))
     checks.append(_headers(release))
     checks.append(_bcc())
+    bpftrace = _bpftrace()
+    checks.append(bpftrace)
     kprobes = tfs is not None and (tfs / "kprobe_events").exists()
     checks.append(Check("kprobes", "ok" if kprobes else "warn",
                         "available" if kprobes else "absent (no kprobe_events): kernel functions cannot be "
@@ -78,6 +95,10 @@ def run_checks(catalog: Catalog) -> dict[str, Any]:
             reasons.append("needs uprobes, which this kernel lacks")
         if "perf_event" in kinds and not perf:
             reasons.append("needs perf events, which this kernel lacks")
+        if kinds & {"kprobe", "kretprobe", "kfunc", "kretfunc"} and not kprobes:
+            reasons.append("needs kprobes (kernel functions), which this kernel lacks: use tracepoints")
+        if tracer.spec.kind == "bpftrace" and bpftrace.status != "ok":
+            reasons.append("needs bpftrace, which is not installed")
         tracers.append({"name": tracer.name, "can_run": not reasons,
                         "reason": "; ".join(reasons) if reasons else "all probes available"})
     for folder, error in catalog.errors.items():

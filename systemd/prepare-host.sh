@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a Debian/Ubuntu host for Eunomia (idempotent, as root):
 #   - python3-bpfcc (iovisor BCC's bindings; NOT the unrelated PyPI package "bcc") and python3-venv;
+#   - bpftrace, which runs the bpftrace tracers (kind: bpftrace);
 #   - kernel headers for the running kernel: the exact package when the distro has one,
 #     otherwise the generic headers package, linked as /lib/modules/$(uname -r)/build and source;
 #   - tracefs mounted at /sys/kernel/tracing.
@@ -28,7 +29,7 @@ install_pkgs() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-install_pkgs python3-bpfcc python3-venv python3-pip
+install_pkgs python3-bpfcc python3-venv python3-pip bpftrace
 
 # --- kernel headers ---------------------------------------------------------------
 build="/lib/modules/$release/build"

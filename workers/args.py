@@ -7,9 +7,12 @@ packed into two 64-bit integers that the program compares with the task's comm.
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workers.spec import Parameter, TracerSpec
+
+if TYPE_CHECKING:
+    from workers.bt_spec import BpftraceSpec
 
 COMM_LEN = 16  # TASK_COMM_LEN
 
@@ -39,8 +42,20 @@ class ArgsError(ValueError):
     """Arguments that do not fit the tracer's parameters; the message names the parameter."""
 
 
-def parameters(spec: TracerSpec) -> list[Parameter]:
-    return list(COMMON_PARAMETERS) + list(spec.parameters)
+#: The common options a bpftrace tracer does not take: its filter is in the script (see bt_script).
+NOT_FOR_BPFTRACE = frozenset({*CGROUP_SELECTORS, "host"})
+
+
+def parameters(spec: TracerSpec | BpftraceSpec) -> list[Parameter]:
+    common = [p for p in COMMON_PARAMETERS if spec.kind != "bpftrace" or p.name not in NOT_FOR_BPFTRACE]
+    return common + list(spec.parameters)
+
+
+def _not_for_bpftrace(spec: TracerSpec | BpftraceSpec, names: set[str]) -> None:
+    refused = sorted(names & NOT_FOR_BPFTRACE) if spec.kind == "bpftrace" else []
+    if refused:
+        raise ArgsError(f"--{refused[0]}: the cgroup filter is not available for bpftrace tracers "
+                        f"({spec.name}); filter on `cgroup` in the script instead")
 
 
 def _coerce(param: Parameter, value: Any) -> int | bool | str:
@@ -79,7 +94,7 @@ def _coerce(param: Parameter, value: Any) -> int | bool | str:
     return value
 
 
-def parse_flags(spec: TracerSpec, argv: list[str]) -> dict[str, Any]:
+def parse_flags(spec: TracerSpec | BpftraceSpec, argv: list[str]) -> dict[str, Any]:
     """bcc-style flags (``["-p", "42", "-x"]``, or Eunomia's ``["-p 42"]``) → raw values by name.
 
     Only an item that starts with a known flag followed by more text is split (shell rules);
@@ -107,6 +122,7 @@ def parse_flags(spec: TracerSpec, argv: list[str]) -> dict[str, Any]:
         flag, eq, inline = token.partition("=") if token.startswith("--") else (token, "", "")
         param = by_flag.get(flag)
         if param is None:
+            _not_for_bpftrace(spec, {flag.removeprefix("--")})
             known = ", ".join(sorted(by_flag))
             raise ArgsError(f"unknown option {flag!r} for tracer {spec.name} (known: {known})")
         if param.type == "bool" and not eq:
@@ -124,11 +140,12 @@ def parse_flags(spec: TracerSpec, argv: list[str]) -> dict[str, Any]:
     return values
 
 
-def resolve(spec: TracerSpec, given: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+def resolve(spec: TracerSpec | BpftraceSpec, given: dict[str, Any] | list[str] | None) -> dict[str, Any]:
     """Validated values for every parameter, defaults filled in."""
     raw = parse_flags(spec, given) if isinstance(given, list) else dict(given or {})
     known = {p.name: p for p in parameters(spec)}
     unknown = sorted(set(raw) - set(known))
+    _not_for_bpftrace(spec, set(unknown))
     if unknown:
         raise ArgsError(f"unknown parameter(s) {unknown} for tracer {spec.name} (known: {sorted(known)})")
     values: dict[str, Any] = {}
@@ -160,13 +177,22 @@ def cgroup_filter_mode(values: dict[str, Any]) -> int:
     return FILTER_INCLUDE if chosen else 0
 
 
+def positional(spec: BpftraceSpec, values: dict[str, Any]) -> list[str]:
+    """A bpftrace tracer's own parameters as its positional parameters, in the order listed ($1 first)."""
+    out = []
+    for param in spec.parameters:
+        value = values[param.name]
+        out.append(str(int(value)) if param.type in ("int", "bool") else str(value))
+    return out
+
+
 def pack_comm(comm: str) -> tuple[int, int]:
     """A comm as the two little-endian u64 words the kernel's NUL-padded comm[16] holds."""
     raw = comm.encode().ljust(COMM_LEN, b"\0")
     return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
 
 
-def defines(spec: TracerSpec, values: dict[str, Any]) -> list[str]:
+def defines(spec: TracerSpec | BpftraceSpec, values: dict[str, Any]) -> list[str]:
     """``-D`` flags for the compiler; every value is a number."""
     flags = []
     for param in parameters(spec):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from workers import args as tracer_args
+from workers.bt_spec import BpftraceSpec
 from workers.ctypes_layout import HEADER_FIELDS, layout
 from workers.plan import WorkerPlan
 from workers.probes import fill, placeholders
@@ -39,7 +40,7 @@ def default_search_path() -> list[Path]:
 
 @dataclass(frozen=True, slots=True)
 class Tracer:
-    spec: TracerSpec
+    spec: TracerSpec | BpftraceSpec
     folder: Path
     builtin: bool
 
@@ -54,6 +55,8 @@ class Tracer:
     def plan(self, instance: str, given: dict[str, Any] | list[str] | None, **runtime: Any) -> WorkerPlan:
         """Validate arguments and resolve everything the worker needs (raises ArgsError)."""
         values = tracer_args.resolve(self.spec, given)
+        if self.spec.kind == "bpftrace":
+            return self._bpftrace_plan(instance, values, runtime)
         cflags = tracer_args.defines(self.spec, values)
         event = self.spec.event.model_dump() if self.spec.event else None
         if self.spec.event is not None:
@@ -72,6 +75,21 @@ class Tracer:
             metrics=[m.model_dump() for m in self.spec.metrics],
             hook=str(self.folder / self.spec.hook) if self.spec.hook else None,
             values=values,
+            **runtime,
+        )
+
+
+    def _bpftrace_plan(self, instance: str, values: dict[str, Any], runtime: dict[str, Any]) -> WorkerPlan:
+        spec = self.spec
+        assert isinstance(spec, BpftraceSpec)
+        return WorkerPlan(
+            instance=instance, tracer=self.name, folder=str(self.folder), program=str(self.folder / spec.program),
+            include_dirs=[], cflags=[], probes=[{"kind": p.kind, "target": p.target} for p in spec.probes],
+            event=spec.event.model_dump() if spec.event else None,
+            metrics=[m.model_dump() for m in spec.metrics],
+            hook=str(self.folder / spec.hook) if spec.hook else None, values=values, kind="bpftrace",
+            positional=tracer_args.positional(spec, values),
+            env={"BPFTRACE_STRLEN": str(spec.strlen), "BPFTRACE_PERF_RB_PAGES": str(values["ringbuf_pages"])},
             **runtime,
         )
 

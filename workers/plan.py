@@ -32,6 +32,9 @@ class WorkerPlan:
     batch_interval: float = 0.05
     metrics_interval: float = 10.0
     cgroup_ids: list[int] = field(default_factory=list)  # the cgroup filter's set, before any probe fires
+    kind: str = "bcc"  # or "bpftrace": program is a script the worker runs with the bpftrace binary
+    positional: list[str] = field(default_factory=list)  # bpftrace: $1, $2 … (the tracer's own parameters)
+    env: dict[str, str] = field(default_factory=dict)  # bpftrace: BPFTRACE_* settings
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -39,12 +39,12 @@ def die_with_parent(expected_parent: int) -> None:
         os._exit(EXIT_LOST_SUPERVISOR)
 
 
-def memory_kib() -> dict[str, int]:
+def memory_kib(path: str = "/proc/self/smaps_rollup") -> dict[str, int]:
     wanted = {"Rss:": "rss_kib", "Pss:": "pss_kib", "Private_Clean:": "private_clean_kib",
               "Private_Dirty:": "private_dirty_kib"}
     out: dict[str, int] = {}
     try:
-        with open("/proc/self/smaps_rollup") as fh:
+        with open(path) as fh:
             for line in fh:
                 key, _, rest = line.partition(" ")
                 if key in wanted:
@@ -74,6 +74,7 @@ class Worker:
         self.filter_updates = 0  # times the cgroup filter set was (re)written
         self.filter_cgroups = 0  # cgroup ids in it now
         self.last_supervisor_hb = time.monotonic()
+        self.exit_code: int | None = None  # set when the tracer fails while running: the loop ends
 
     # -- control channel -------------------------------------------------------------
     def _send_control(self, type_: FrameType, payload: dict[str, Any] | None = None) -> None:
@@ -189,6 +190,28 @@ class Worker:
     def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
         self.raw.append(ctypes.string_at(data, size))
 
+    # -- reading ---------------------------------------------------------------------
+    def _wait_for_data(self, poll_ms: int) -> None:
+        """Wait at most ``poll_ms`` for the kernel's output and collect what arrived."""
+        if self.decoder is not None:
+            # Probes wake us only once a CPU has queued a slice of the ring; on timeout,
+            # poll() reads nothing, so consume() collects what arrived without a wakeup.
+            self.bpf.ring_buffer_poll(poll_ms)
+            self.bpf.ring_buffer_consume()
+        else:
+            time.sleep(poll_ms / 1000)
+
+    def _final_drain(self) -> None:
+        if self.decoder is not None:
+            self.bpf.ring_buffer_consume()
+
+    def _columns(self) -> list[str]:
+        return self.decoder.columns if self.decoder else []
+
+    def _follow_clock(self) -> None:
+        if self.decoder is not None:
+            self.decoder.offset_ns = monotonic_to_epoch_offset()  # follow clock steps
+
     # -- sending ---------------------------------------------------------------------
     def _flush(self) -> None:
         if not self.raw or self.decoder is None:
@@ -225,7 +248,7 @@ class Worker:
             return EXIT_PERMANENT if exc.permanent else 1
         _libc.malloc_trim(0)  # give back what the compiler used
         self._send_control(FrameType.READY, {"pid": os.getpid(), "probes": self.plan.probes,
-                                             "columns": self.decoder.columns if self.decoder else []})
+                                             "columns": self._columns()})
         plan = self.plan
         now = time.monotonic()
         next_flush = now + plan.batch_interval
@@ -235,13 +258,10 @@ class Worker:
         poll_ms = max(1, int(plan.batch_interval * 1000))
         exit_code = EXIT_OK
         while not self.stopping:
-            if self.decoder is not None:
-                # Probes wake us only once a CPU has queued a slice of the ring; on timeout,
-                # poll() reads nothing, so consume() collects what arrived without a wakeup.
-                self.bpf.ring_buffer_poll(poll_ms)
-                self.bpf.ring_buffer_consume()
-            else:
-                time.sleep(plan.batch_interval)
+            self._wait_for_data(poll_ms)
+            if self.exit_code is not None:  # the tracer failed while running
+                exit_code = self.exit_code
+                break
             now = time.monotonic()
             if len(self.raw) >= plan.batch_max or now >= next_flush:
                 self._flush()
@@ -253,14 +273,13 @@ class Worker:
             if now >= next_metrics:
                 self._send_metrics()
                 next_metrics = now + plan.metrics_interval
-            if now >= next_clock and self.decoder is not None:
-                self.decoder.offset_ns = monotonic_to_epoch_offset()  # follow clock steps
+            if now >= next_clock:
+                self._follow_clock()
                 next_clock = now + 60
             if now - self.last_supervisor_hb > plan.heartbeat_timeout:
                 exit_code = EXIT_LOST_SUPERVISOR
                 break
-        if self.decoder is not None:
-            self.bpf.ring_buffer_consume()
+        self._final_drain()
         self._flush()
         self._send_metrics()
         self._send_control(FrameType.HEARTBEAT, {**self.stats(), "final": True})
@@ -276,7 +295,12 @@ class Worker:
 def run_worker(plan: WorkerPlan) -> int:
     die_with_parent(plan.supervisor_pid)
     faulthandler.enable()
-    worker = Worker(plan)
+    if plan.kind == "bpftrace":
+        from workers.bt_runtime import BpftraceWorker
+
+        worker: Worker = BpftraceWorker(plan)
+    else:
+        worker = Worker(plan)
 
     def request_stop(_sig: int, _frame: Any) -> None:
         worker.stopping = True

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workers.ctypes_layout import HEADER_NAMES, TypeError_, parse_type
 from workers.probes import PERF_EVENTS, placeholders
+
+if TYPE_CHECKING:
+    from workers.bt_spec import BpftraceSpec
 
 SPEC_FILE = "tracer.yaml"
 _IDENT = r"^[a-z][a-z0-9_]*$"
@@ -103,11 +106,14 @@ class Parameter(_Model):
     maximum: int | None = None
     power_of_two: bool = False
 
-    @model_validator(mode="after")
-    def _default_fits(self) -> Parameter:
+    def _check_define(self) -> None:
         if (self.type == "str") != (self.define is None):
             raise ValueError(f"parameter {self.name}: int, bool and comm parameters need a 'define'; "
                              "str parameters cannot have one (they never reach C)")
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> Parameter:
+        self._check_define()
         if self.required and self.default is not None:
             raise ValueError(f"parameter {self.name}: a required parameter has no default")
         if self.type == "bool" and self.default is not None and not isinstance(self.default, bool):
@@ -264,7 +270,24 @@ class Example(_Model):
     lines: Annotated[int, Field(ge=1, le=100)] = 20  # of output kept on the page
 
 
+def check_parameter_names(parameters: list[Parameter]) -> None:
+    """A tracer's own parameters may not reuse each other's or the runtime's names and flags."""
+    from workers.args import COMMON_PARAMETERS  # the runtime's own options
+
+    names = [p.name for p in parameters]
+    common = {p.name for p in COMMON_PARAMETERS}
+    clash = (set(names) & common) | {n for n in names if names.count(n) > 1}
+    if clash:
+        raise ValueError(f"parameter names {sorted(clash)} are duplicated or reserved by the runtime")
+    flags = [p.flag for p in list(parameters) + list(COMMON_PARAMETERS) if p.flag]
+    if len(set(flags)) != len(flags):
+        raise ValueError(f"parameter flags collide: {sorted(f for f in flags if flags.count(f) > 1)}")
+
+
 class TracerSpec(_Model):
+    """A BCC tracer (``kind: bcc``, the default); bpftrace tracers: :mod:`workers.bt_spec`."""
+
+    kind: Literal["bcc"] = "bcc"
     name: Annotated[str, Field(pattern=_IDENT)]
     description: str
     program: str = "program.bpf.c"
@@ -279,14 +302,7 @@ class TracerSpec(_Model):
     def _consistent(self) -> TracerSpec:
         from workers.args import COMMON_PARAMETERS  # the runtime's own options
 
-        names = [p.name for p in self.parameters]
-        common = {p.name for p in COMMON_PARAMETERS}
-        clash = (set(names) & common) | {n for n in names if names.count(n) > 1}
-        if clash:
-            raise ValueError(f"parameter names {sorted(clash)} are duplicated or reserved by the runtime")
-        flags = [p.flag for p in self.parameters + list(COMMON_PARAMETERS) if p.flag]
-        if len(set(flags)) != len(flags):
-            raise ValueError(f"parameter flags collide: {sorted(f for f in flags if flags.count(f) > 1)}")
+        check_parameter_names(self.parameters)
         defines = []
         for p in self.parameters + list(COMMON_PARAMETERS):
             if p.define is None:
@@ -322,16 +338,23 @@ def _format_errors(exc: ValidationError) -> list[str]:
     return problems
 
 
-def parse_spec(data: Any, source: str) -> TracerSpec:
+def parse_spec(data: Any, source: str) -> TracerSpec | BpftraceSpec:
+    """Validate a spec of either kind: ``kind: bcc`` (the default) or ``kind: bpftrace``."""
+    from workers.bt_spec import BpftraceSpec
+
     if not isinstance(data, dict):
         raise SpecError(source, [f"the spec must be a mapping, not {type(data).__name__}"])
+    kind = data.get("kind", "bcc")
+    models: dict[str, type[TracerSpec] | type[BpftraceSpec]] = {"bcc": TracerSpec, "bpftrace": BpftraceSpec}
+    if kind not in models:
+        raise SpecError(source, [f"kind: {kind!r} is not one of 'bcc', 'bpftrace'"])
     try:
-        return TracerSpec.model_validate(data)
+        return models[kind].model_validate(data)
     except ValidationError as exc:
         raise SpecError(source, _format_errors(exc)) from None
 
 
-def load_spec(folder: Path) -> TracerSpec:
+def load_spec(folder: Path) -> TracerSpec | BpftraceSpec:
     """Read and validate ``folder/tracer.yaml``; check the files it names exist."""
     folder = Path(folder)
     path = folder / SPEC_FILE
@@ -353,4 +376,8 @@ def load_spec(folder: Path) -> TracerSpec:
         missing.append(f"name: {spec.name!r} differs from its folder name {folder.name!r}")
     if missing:
         raise SpecError(str(path), missing)
+    if spec.kind == "bpftrace":
+        from workers.bt_spec import with_script_probes
+
+        return with_script_probes(spec, folder, str(path))
     return spec

@@ -56,5 +56,36 @@ def test_every_tracer_page_shows_real_example_output(name: str) -> None:
 
 def test_docs_referenced_by_the_readme_exist() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
-    for doc in ("docs/architecture.md", "docs/events.md", "docs/tracer-format.md", "docs/protocol.md"):
-        assert doc in readme and Path(REPO_ROOT / doc).is_file()
+    for doc in ("docs/architecture.md", "docs/events.md", "docs/tracer-format.md", "docs/protocol.md",
+                "docs/api.md", "docs/cli.md", "docs/tutorial-first-tracer.md", "docs/troubleshooting.md"):
+        assert doc in readme and Path(REPO_ROOT / doc).is_file(), doc
+
+
+def test_every_builtin_folder_is_a_tracer_with_a_spec_and_its_program() -> None:
+    folders = sorted(p.name for p in BUILTIN_DIR.iterdir() if p.is_dir() and p.name != "include")
+    assert folders == BUILTINS, "every folder in bpf/ (but include/) is a tracer whose tracer.yaml loads"
+    catalog = Catalog.discover([BUILTIN_DIR])
+    for name in BUILTINS:
+        tracer = catalog.get(name)
+        assert (tracer.folder / tracer.spec.program).is_file()
+
+
+def test_both_tracer_kinds_are_built_in_and_covered() -> None:
+    """The meta-tests above run for every built-in of either kind; make sure both kinds are there."""
+    kinds = {tracer.spec.kind for tracer in Catalog.discover([BUILTIN_DIR]).tracers.values()}
+    assert kinds == {"bcc", "bpftrace"}
+
+
+def test_api_and_cli_references_cover_every_route_and_command() -> None:
+    import typer
+
+    from supervisor import refdocs
+    from supervisor.cli.main import app
+
+    api = refdocs.API_DOC.read_text()
+    for path, methods in refdocs.openapi()["paths"].items():
+        for method in methods:
+            assert f"## `{method.upper()} {path}`" in api
+    cli = refdocs.CLI_DOC.read_text()
+    for name in typer.main.get_command(app).commands:
+        assert f"## `eunomiactl {name}`" in cli
