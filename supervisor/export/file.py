@@ -12,14 +12,12 @@ import bisect
 import contextlib
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import ByteSize, Field, field_validator
 
 from supervisor.export.args import HandlerOptions, parse_options
 from supervisor.export.base import HandlerArgs, HandlerStats
-from supervisor.export.jsonlines import Lines, event_lines, sample_lines
-from supervisor.sinks import Sample
+from supervisor.export.jsonlines import JsonLinesHandler, Lines
 
 
 class FileOptions(HandlerOptions):
@@ -123,7 +121,7 @@ class RotatingFile:
             self.size = 0
 
 
-class FileHandler:
+class FileHandler(JsonLinesHandler):
     def __init__(self, options: FileOptions) -> None:
         self.options = options
         self.file = RotatingFile(Path(options.path), int(options.max_bytes), options.keep)
@@ -137,24 +135,8 @@ class FileHandler:
         """Only one handler may write a given file."""
         return f"the file {os.path.realpath(self.options.path)}"
 
-    def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:
-        if self.options.events:
-            self.file.write(event_lines(instance, tracer, columns, rows), id(rows))
-
-    def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
-        if self.options.samples:
-            self.file.write(sample_lines(instance, ts, samples), id(samples))
-
-    @property
-    def takes_events(self) -> bool:
-        return self.options.events
-
-    @property
-    def takes_samples(self) -> bool:
-        return self.options.samples
-
-    def dropped(self, instance: str) -> int:
-        return 0
+    def _write(self, lines: Lines, batch: object) -> None:
+        self.file.write(lines, id(batch))
 
     def close(self) -> None:
         self.file.close()

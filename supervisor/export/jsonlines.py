@@ -58,3 +58,33 @@ def sample_lines(instance: str, ts: int, samples: list[Sample]) -> Lines:
     for name, labels, value in samples:
         lines.add({"instance": instance, "ts": ts, "metric": name, "labels": labels, "value": value})
     return lines
+
+
+class JsonLinesHandler:
+    """A handler that writes events and samples as JSON lines, each kind switchable by its
+    ``events``/``samples`` options; subclasses say where the bytes go (``_write``)."""
+
+    options: Any  # has bool fields ``events`` and ``samples``
+
+    def _write(self, lines: Lines, batch: object) -> None:
+        """Write one batch's lines; ``batch`` is the caller's list (the same object on a retry)."""
+        raise NotImplementedError
+
+    def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:
+        if self.options.events:
+            self._write(event_lines(instance, tracer, columns, rows), rows)
+
+    def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
+        if self.options.samples:
+            self._write(sample_lines(instance, ts, samples), samples)
+
+    @property
+    def takes_events(self) -> bool:
+        return bool(self.options.events)
+
+    @property
+    def takes_samples(self) -> bool:
+        return bool(self.options.samples)
+
+    def dropped(self, instance: str) -> int:
+        return 0  # the buffered wrapper counts the losses

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from supervisor.export.args import HandlerOptions, parse_options
 from supervisor.export.base import HandlerArgs, HandlerStats
-from supervisor.export.jsonlines import Lines, event_lines, sample_lines
-from supervisor.sinks import Sample
+from supervisor.export.jsonlines import JsonLinesHandler, Lines
 
 #: Handlers of several instances share the one stdout: whole batches, never interleaved lines.
 _STDOUT_LOCK = threading.Lock()
@@ -21,7 +20,7 @@ class StdoutOptions(HandlerOptions):
     samples: bool = True
 
 
-class StdoutHandler:
+class StdoutHandler(JsonLinesHandler):
     def __init__(self, options: StdoutOptions, stream: BinaryIO | None = None) -> None:
         self.options = options
         self.stream = stream if stream is not None else sys.stdout.buffer
@@ -31,29 +30,10 @@ class StdoutHandler:
     def create(cls, args: HandlerArgs) -> StdoutHandler:
         return cls(parse_options("stdout", StdoutOptions, args))
 
-    def _write(self, lines: Lines) -> None:
+    def _write(self, lines: Lines, batch: object) -> None:
         with _STDOUT_LOCK:
             self.stream.write(lines.data)
             self.stream.flush()
-
-    def events(self, instance: str, tracer: str, columns: list[str], rows: list[list[Any]]) -> None:
-        if self.options.events:
-            self._write(event_lines(instance, tracer, columns, rows))
-
-    def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
-        if self.options.samples:
-            self._write(sample_lines(instance, ts, samples))
-
-    @property
-    def takes_events(self) -> bool:
-        return self.options.events
-
-    @property
-    def takes_samples(self) -> bool:
-        return self.options.samples
-
-    def dropped(self, instance: str) -> int:
-        return 0
 
     def close(self) -> None:
         pass

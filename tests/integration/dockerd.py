@@ -36,6 +36,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.agentctl import Agent, wait_for
+
 SBIN = "/usr/sbin:/sbin:/usr/bin:/bin"
 BUSYBOX = Path("/bin/busybox")
 IMAGE_REPO = "eunomia-busybox"
@@ -203,3 +205,16 @@ def dockerd() -> Iterator[Dockerd]:
         daemon.stop()
         daemon.unmount_all()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def agent_following(dockerd: Dockerd, folder: Path, tracers: list[str]) -> Agent:
+    """An agent that names this daemon's containers: started, and connected to its events."""
+    agent = Agent(folder, tracers=tracers, extra=["--docker-socket", str(dockerd.socket)])
+    try:
+        agent.wait_running()
+        wait_for(lambda: "connected" in agent.get("/containers")["cache"]["sources"].get("docker", ""), 20,
+                 "the agent to follow dockerd's events")
+    except BaseException:
+        agent.stop()
+        raise
+    return agent

@@ -15,16 +15,13 @@ from typing import Any
 import pytest
 
 from tests.integration.agentctl import Agent, wait_for
-from tests.integration.dockerd import Dockerd
+from tests.integration.dockerd import Dockerd, agent_following
 
 
 @pytest.fixture(scope="module")
 def agent(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    agent = Agent(tmp_path_factory.mktemp("agent"), tracers=[], extra=["--docker-socket", str(dockerd.socket)])
+    agent = agent_following(dockerd, tmp_path_factory.mktemp("agent"), [])
     try:
-        agent.wait_running()
-        wait_for(lambda: "connected" in agent.get("/containers")["cache"]["sources"].get("docker", ""), 20,
-                 "the agent to follow dockerd's events")
         yield agent
     finally:
         agent.stop()

@@ -20,7 +20,7 @@ import pytest
 
 from supervisor.containers.cgroup_index import unified_root
 from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, wait_for
-from tests.integration.dockerd import Dockerd
+from tests.integration.dockerd import Dockerd, agent_following
 
 POD = {"io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop",
        "io.kubernetes.pod.uid": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "io.kubernetes.container.name": "nginx"}
@@ -28,12 +28,8 @@ POD = {"io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop",
 
 @pytest.fixture(scope="module")
 def agent(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
-    agent = Agent(tmp_path_factory.mktemp("agent"), tracers=["process"],
-                  extra=["--docker-socket", str(dockerd.socket)])
+    agent = agent_following(dockerd, tmp_path_factory.mktemp("agent"), ["process"])
     try:
-        agent.wait_running()
-        wait_for(lambda: "connected" in agent.get("/containers")["cache"]["sources"].get("docker", ""), 20,
-                 "the agent to follow dockerd's events")
         yield agent
     finally:
         agent.stop()
