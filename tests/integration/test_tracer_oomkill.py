@@ -175,9 +175,10 @@ def test_oom_kill_in_a_memory_cgroup(agent: Agent, cgroup: Path) -> None:
 def test_victim_killed_by_another_tasks_charge_is_counted_in_its_own_cgroup(agent: Agent, cgroup: Path) -> None:
     """Two processes share the memory cgroup, each in a cgroup v2 directory of its own: the
     holder touches 40 MiB (oom_score_adj 1000: the limit's worth of extra badness), then the
-    trigger (oom_score_adj 0; lowering it needs CAP_SYS_RESOURCE) 40 MiB more. The trigger's charge fails, the kernel chooses the holder: the event's header is
-    the trigger, and the holder's kill is counted under the holder's cgroup (it exits in
-    its own context)."""
+    trigger (oom_score_adj 0; lowering it needs CAP_SYS_RESOURCE) 40 MiB more. The
+    trigger's charge fails, the kernel chooses the holder: the event's header is the
+    trigger, and the holder's kill is counted under the holder's cgroup (it exits in its
+    own context)."""
     with private_cgroup() as holder_v2, private_cgroup() as trigger_v2:
         holder = Hog(cgroup, holder_v2, adj=1000, mib=40, program=HOLDER, ready=b"holding\n")
         trigger = Hog(cgroup, trigger_v2, adj=0, mib=40)
