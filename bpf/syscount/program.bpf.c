@@ -34,9 +34,11 @@ struct latency_key {
     u32 slot;
 };
 
-/* Per-CPU: the hot path never contends on a shared counter (the reader sums the CPUs). */
-BPF_PERCPU_HASH(syscount_calls_total, struct syscall_key, u64, 16384);
-BPF_PERCPU_HASH(syscount_errors_total, struct syscall_key, u64, 16384);
+/* Per-CPU: the hot path never contends on a shared counter (the reader sums the CPUs).
+ * Preallocated with one value per possible CPU: 8192 (cgroup, syscall) pairs cost about
+ * 8192 × (16 + 8 × CPUs) bytes each, 4.3 MiB at 64 CPUs. */
+BPF_PERCPU_HASH(syscount_calls_total, struct syscall_key, u64, 8192);
+BPF_PERCPU_HASH(syscount_errors_total, struct syscall_key, u64, 8192);
 BPF_HASH(syscount_process_calls_total, struct process_key, u64, 16384);
 BPF_HASH(syscount_latency_seconds, struct latency_key, u64, 16384);
 BPF_HASH(entered, u32, u64, 65536);
