@@ -68,6 +68,7 @@ struct socket_info {
 };
 
 struct bind_key {
+    u64 cgroup_id;  /* the binding task's */
     u16 family;
     u16 protocol;
     s32 err;
@@ -77,7 +78,17 @@ BPF_HASH(pending_binds, u32, struct pending_bind, 10240);   /* tid → bind in p
 BPF_HASH(pending_sockets, u32, struct socket_args, 10240);  /* tid → socket(2) in progress */
 BPF_TABLE("lru_hash", struct fd_key, struct socket_info, sockets, 65536);
 BPF_TABLE("lru_hash", u32, u64, generations, 32768);         /* tgid → generation of its entries */
-BPF_HASH(bindsnoop_binds_total, struct bind_key, u64, 4096);
+BPF_HASH(bindsnoop_binds_total, struct bind_key, u64, 10240);
+
+static __always_inline void count_bind(struct bind_key *key)
+{
+    u64 zero = 0;
+    u64 *count = bindsnoop_binds_total.lookup_or_try_init(key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+}
 
 static __always_inline u16 sa_family(const u8 *sa)
 {
@@ -148,8 +159,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_bind)
         type = si->type;
     }
 
-    struct bind_key key = {.family = family == AF_INET6 ? 6 : 4, .protocol = protocol, .err = err};
-    bindsnoop_binds_total.increment(key);
+    struct bind_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .family = family == AF_INET6 ? 6 : 4,
+                           .protocol = protocol, .err = err};
+    count_bind(&key);
     if (FILTER_FAILED && ret >= 0) {
         pending_binds.delete(&tid);
         return 0;

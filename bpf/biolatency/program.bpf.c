@@ -12,6 +12,14 @@
  *
  * The -p/--pid and -n/--comm filters, and the agent's self-filter, apply to the task
  * current at issue.
+ *
+ * The histogram's cgroup_id is that of the task that submitted the request:
+ * block:block_io_start fires when a bio becomes a request, in the submitting task's
+ * context (blk_mq_submit_bio), and its cgroup is kept by (dev, sector) until the issue.
+ * A request whose start was not seen (a flush the kernel made up, one started before
+ * the tracer, one whose first sector changed with a front merge) gets the cgroup of the
+ * task current at issue. Writeback of dirty pages is submitted by the flusher threads:
+ * their cgroup, not the one of the task that dirtied the pages.
  */
 #include "eunomia.h"
 
@@ -48,12 +56,15 @@ struct rq_key {
 
 struct issued {
     struct eunomia_header hdr;  /* hdr.ts = issue time; the rest only with --events */
+    u64 cgroup_id;              /* the submitter's */
     u32 bytes;
 };
 
 BPF_TABLE("lru_hash", struct rq_key, struct issued, inflight, 16384);
+BPF_TABLE("lru_hash", struct rq_key, u64, submitters, 16384);  /* started request → submitter's cgroup */
 
 struct hist_key {
+    u64 cgroup_id;
     char disk[16];
     u8 op;
     u8 pad[3];
@@ -120,21 +131,44 @@ static __always_inline void count_latency(struct hist_key *key)
     }
 }
 
+static __always_inline int dev_selected(u32 dev)
+{
+    if (FILTER_MAJOR >= 0 && (dev >> MINORBITS) != (u32)FILTER_MAJOR)
+        return 0;
+    return FILTER_MINOR < 0 || (dev & MINORMASK) == (u32)FILTER_MINOR;
+}
+
+/* A bio became a request, in the submitting task's context. */
+TRACEPOINT_PROBE(block, block_io_start)
+{
+    u32 dev = args->dev;
+    if (!dev_selected(dev))
+        return 0;
+    struct rq_key key = {.sector = args->sector, .dev = dev};
+    u64 cgroup_id = bpf_get_current_cgroup_id();
+    if (submitters.update(&key, &cgroup_id) != 0)
+        eunomia_count_drop();
+    return 0;
+}
+
 TRACEPOINT_PROBE(block, block_rq_issue)
 {
     u32 dev = args->dev;
-    if (FILTER_MAJOR >= 0 && (dev >> MINORBITS) != (u32)FILTER_MAJOR)
-        return 0;
-    if (FILTER_MINOR >= 0 && (dev & MINORMASK) != (u32)FILTER_MINOR)
-        return 0;
-    if (eunomia_skip_current())
+    if (!dev_selected(dev))
         return 0;
     struct rq_key key = {.sector = args->sector, .dev = dev};
+    u64 *submitter = submitters.lookup(&key);
+    u64 cgroup_id = submitter ? *submitter : bpf_get_current_cgroup_id();
+    if (submitter)
+        submitters.delete(&key);
+    if (eunomia_skip_current())
+        return 0;
     struct issued rq = {};
     if (EMIT_EVENTS)
         eunomia_fill_header(&rq.hdr);
     else
         rq.hdr.ts = bpf_ktime_get_ns();
+    rq.cgroup_id = cgroup_id;
     rq.bytes = args->nr_sector * 512;
     if (inflight.update(&key, &rq) != 0)
         eunomia_count_drop();
@@ -151,7 +185,7 @@ TRACEPOINT_PROBE(block, block_rq_complete)
     char rwbs[16] = {};  /* the tracepoint's char[10], copied through a helper (it sits unaligned in ctx) */
     bpf_probe_read_kernel(rwbs, 10, args->rwbs);
 
-    struct hist_key hk = {};
+    struct hist_key hk = {.cgroup_id = rq->cgroup_id};
     format_dev(hk.disk, key.dev);
     hk.op = op_of(rwbs);
     hk.slot = bpf_log2l(latency);

@@ -20,10 +20,21 @@ struct event {
 };
 
 struct check_key {
+    u64 cgroup_id;  /* the checked task's */
     u32 cap;
     u32 result;
 };
-BPF_HASH(capable_checks_total, struct check_key, u64, 1024);
+BPF_HASH(capable_checks_total, struct check_key, u64, 10240);
+
+static __always_inline void count_check(struct check_key *key)
+{
+    u64 zero = 0;
+    u64 *count = capable_checks_total.lookup_or_try_init(key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+}
 
 TRACEPOINT_PROBE(capability, cap_capable)
 {
@@ -33,8 +44,8 @@ TRACEPOINT_PROBE(capability, cap_capable)
     if (eunomia_skip_current())
         return 0;
     u8 denied = args->ret != 0;
-    struct check_key key = {.cap = (u32)cap, .result = denied};
-    capable_checks_total.increment(key);
+    struct check_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .cap = (u32)cap, .result = denied};
+    count_check(&key);
     if (FILTER_DENIED && !denied)
         return 0;
     struct event *e = events.ringbuf_reserve(sizeof(struct event));

@@ -22,6 +22,7 @@
 #define COMM_LEN 16
 
 struct hist_key {
+    u64 cgroup_id;  /* the measured task's (always, also without -P) */
     u32 pid;
     char comm[COMM_LEN];
     u32 slot;
@@ -29,6 +30,7 @@ struct hist_key {
 
 struct off_start {
     u64 ts;
+    u64 cgroup_id;  /* recorded at the switch-out, while the task is current */
     u32 tgid;
     u32 pad;
 };
@@ -84,7 +86,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
                 u64 delta = now - *since;
                 oncpu_since.delete(&prev);
                 if (!eunomia_skip_current()) {
-                    struct hist_key key = {};
+                    struct hist_key key = {.cgroup_id = bpf_get_current_cgroup_id()};
                     if (PER_PROCESS) {
                         key.pid = bpf_get_current_pid_tgid() >> 32;
                         bpf_get_current_comm(key.comm, sizeof(key.comm));
@@ -99,14 +101,15 @@ TRACEPOINT_PROBE(sched, sched_switch)
         return 0;
     }
     if (prev && !eunomia_skip_current()) {
-        struct off_start start = {.ts = now, .tgid = bpf_get_current_pid_tgid() >> 32};
+        struct off_start start = {.ts = now, .cgroup_id = bpf_get_current_cgroup_id(),
+                                  .tgid = bpf_get_current_pid_tgid() >> 32};
         if (offcpu_since.update(&prev, &start) != 0)
             eunomia_count_drop();
     }
     if (next) {
         struct off_start *start = offcpu_since.lookup(&next);
         if (start) {
-            struct hist_key key = {};
+            struct hist_key key = {.cgroup_id = start->cgroup_id};  /* current is the previous task */
             if (PER_PROCESS) {
                 key.pid = start->tgid;
                 bpf_probe_read_kernel(key.comm, sizeof(key.comm), args->next_comm);

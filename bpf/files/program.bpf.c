@@ -76,11 +76,14 @@ struct pending_dup {
 };
 
 struct file_key {
+    u64 cgroup_id; /* the task doing the I/O */
     u32 pid;
     s32 fd;        /* -1 when the path is known */
-    u32 op;        /* u32: no padding in the key */
+    u32 op;
     char comm[16];
     char path[PATH_LEN];
+    /* 4 bytes of padding (292 → 296): part of the map key, they stay 0 in key_scratch,
+     * where only the members are ever written */
 };
 
 BPF_TABLE("lru_hash", struct fd_key, struct fd_info, fds, 16384);
@@ -388,6 +391,7 @@ static __always_inline int io_exit(long ret)
         __builtin_memset(key->path, 0, sizeof(key->path));
         key->fd = (s32)fd;
     }
+    key->cgroup_id = bpf_get_current_cgroup_id();
     key->pid = tgid;
     key->op = op;
     bpf_get_current_comm(&key->comm, sizeof(key->comm));

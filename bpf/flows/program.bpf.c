@@ -60,9 +60,12 @@ BPF_TABLE("lru_hash", u64, struct sock_rec, socks, 65536);
 /* -------- the counters -------- */
 
 struct flow_key {
+    u64 cgroup_id;       /* of the task doing the I/O; for connections, of the socket's owner */
     u32 pid;
     struct flow flow;    /* port, family, role, laddr, raddr */
     char comm[16];
+    /* 4 bytes of padding (116 → 120): part of the map key, they stay 0 in work_scratch,
+     * where only the members are ever written */
 };
 BPF_HASH(flows_sent_bytes_total, struct flow_key, u64, 16384);
 BPF_HASH(flows_received_bytes_total, struct flow_key, u64, 16384);
@@ -168,6 +171,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     if (!port_matches(sport, dport) || socket_owner_skipped(&r->owner))
         return 0;
     struct flow_key *key = &w->key;
+    key->cgroup_id = r->owner.hdr.cgroup_id;  /* the owner's, not the task a softirq interrupted */
     key->pid = r->owner.hdr.pid;
     __builtin_memcpy(&key->flow, &r->flow, sizeof(key->flow));
     __builtin_memcpy(key->comm, r->owner.hdr.comm, sizeof(key->comm));
@@ -223,6 +227,7 @@ static __always_inline int count_bytes(void *skp, u16 family, u16 protocol, int 
         key->flow.family = family == AF_INET6 ? 6 : 4;
         key->flow.role = r ? r->flow.role : ROLE_UNKNOWN;
     }
+    key->cgroup_id = bpf_get_current_cgroup_id();
     key->pid = bpf_get_current_pid_tgid() >> 32;
     bpf_get_current_comm(&key->comm, sizeof(key->comm));
     u64 zero = 0;

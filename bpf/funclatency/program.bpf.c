@@ -13,8 +13,14 @@ struct event {
     u64 latency_ns;
 };
 
-BPF_HASH(entered, u32, u64, 10240);                      /* tid → entry time */
-BPF_HASH(funclatency_latency_seconds, u32, u64, 64);     /* log2 slot → calls */
+struct hist_key {
+    u64 cgroup_id;  /* the calling task's */
+    u32 slot;       /* log2 of the latency in ns */
+    u32 pad;        /* the map key is all 16 bytes: set to 0 */
+};
+
+BPF_HASH(entered, u32, u64, 10240);                                  /* tid → entry time */
+BPF_HASH(funclatency_latency_seconds, struct hist_key, u64, 4096);   /* → calls */
 
 int on_entry(struct pt_regs *ctx)
 {
@@ -35,8 +41,13 @@ int on_return(struct pt_regs *ctx)
         return 0;
     u64 latency = bpf_ktime_get_ns() - *start;
     entered.delete(&tid);
-    u32 slot = bpf_log2l(latency);
-    funclatency_latency_seconds.increment(slot);
+    struct hist_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .slot = bpf_log2l(latency), .pad = 0};
+    u64 zero = 0;
+    u64 *count = funclatency_latency_seconds.lookup_or_try_init(&key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
     if (!EMIT_EVENTS)
         return 0;
     struct event *e = events.ringbuf_reserve(sizeof(struct event));

@@ -32,8 +32,8 @@
 #define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
 
-/* With -p or -n, a socket whose owner is unknown cannot match: it is left out. */
-#define EUNOMIA_OWNER_FILTER_ACTIVE (EUNOMIA_FILTER_PID != 0 || EUNOMIA_FILTER_COMM_SET != 0)
+/* With -p, -n or a cgroup filter, a socket whose owner is unknown cannot match: it is left out. */
+#define EUNOMIA_OWNER_FILTER_ACTIVE (EUNOMIA_FILTER_PID != 0 || EUNOMIA_FILTER_COMM_SET != 0 || EUNOMIA_FILTER_CGROUP != 0)
 
 struct socket_owner {
     struct eunomia_header hdr;  /* the owning task's; hdr.ts unused */

@@ -31,11 +31,13 @@
 
 struct alloc_info {
     u64 size;
+    u64 cgroup_id;  /* the allocating task's: its frees are counted under it */
     s32 user_stack;
     u32 pad;
 };
 
 struct stack_key {
+    u64 cgroup_id;
     u32 pid;
     s32 user_stack;
 };
@@ -97,7 +99,9 @@ static __always_inline void forget(u64 address)
     struct alloc_info copy = *info;
     if (allocs.delete(&address) != 0)
         return;  /* freed concurrently (a double free): count it once */
-    struct stack_key key = {.pid = bpf_get_current_pid_tgid() >> 32, .user_stack = copy.user_stack};
+    /* under the allocation's cgroup, so that allocated minus freed stays per series */
+    struct stack_key key = {.cgroup_id = copy.cgroup_id, .pid = bpf_get_current_pid_tgid() >> 32,
+                            .user_stack = copy.user_stack};
     add_freed(&key, copy.size);
 }
 
@@ -107,7 +111,7 @@ static __always_inline void remember(struct pt_regs *ctx, u64 address)
     u64 *size = pending.lookup(&tid);
     if (!size)
         return;  /* filtered out, or an inner call already counted this block */
-    struct alloc_info info = {.size = *size};
+    struct alloc_info info = {.size = *size, .cgroup_id = bpf_get_current_cgroup_id()};
     pending.delete(&tid);
     if (!address)
         return;  /* the allocation failed */
@@ -116,7 +120,8 @@ static __always_inline void remember(struct pt_regs *ctx, u64 address)
         eunomia_count_drop();  /* too many live blocks: neither counted nor remembered */
         return;
     }
-    struct stack_key key = {.pid = bpf_get_current_pid_tgid() >> 32, .user_stack = info.user_stack};
+    struct stack_key key = {.cgroup_id = info.cgroup_id, .pid = bpf_get_current_pid_tgid() >> 32,
+                            .user_stack = info.user_stack};
     add_allocated(&key, info.size);
 }
 

@@ -36,12 +36,23 @@ struct pending {
 };
 
 struct call_key {
+    u64 cgroup_id;  /* the calling task's */
     u32 call;
     s32 err;
 };
 
 BPF_HASH(pending_calls, u32, struct pending, 1024);
-BPF_HASH(mountsnoop_calls_total, struct call_key, u64, 1024);
+BPF_HASH(mountsnoop_calls_total, struct call_key, u64, 4096);
+
+static __always_inline void count_call(struct call_key *key)
+{
+    u64 zero = 0;
+    u64 *count = mountsnoop_calls_total.lookup_or_try_init(key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+}
 
 static __always_inline int on_enter(struct pending *p)
 {
@@ -65,8 +76,9 @@ static __always_inline int on_exit(long ret)
     struct pending *p = pending_calls.lookup(&tid);
     if (!p)
         return 0;
-    struct call_key key = {.call = p->call, .err = ret < 0 ? (s32)-ret : 0};
-    mountsnoop_calls_total.increment(key);
+    struct call_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .call = p->call,
+                           .err = ret < 0 ? (s32)-ret : 0};
+    count_call(&key);
     if (FILTER_FAILED && ret >= 0) {
         pending_calls.delete(&tid);
         return 0;

@@ -42,6 +42,7 @@
 #define TASK_REPORT_EXITED (0x10 | 0x20)  /* X, Z: the last switch-out, never switched in again */
 
 struct offcpu_key {
+    u64 cgroup_id;  /* the thread's, recorded at its switch-out */
     u32 pid;
     u32 tid;
     s32 user_stack;
@@ -51,6 +52,7 @@ struct offcpu_key {
 
 struct off_start {
     u64 ts;
+    u64 cgroup_id;
     u32 tgid;
     s32 user_stack;
     s32 kernel_stack;
@@ -81,8 +83,8 @@ TRACEPOINT_PROBE(sched, sched_switch)
         if (offcpu_since.delete(&prev) == 0)
             eunomia_count_drop();
         if (state_selected(args->prev_state) && !(args->prev_state & TASK_REPORT_EXITED)) {
-            struct off_start start = {.ts = now, .tgid = bpf_get_current_pid_tgid() >> 32,
-                                      .user_stack = -1, .kernel_stack = -1};
+            struct off_start start = {.ts = now, .cgroup_id = bpf_get_current_cgroup_id(),
+                                      .tgid = bpf_get_current_pid_tgid() >> 32, .user_stack = -1, .kernel_stack = -1};
             if (!KERNEL_ONLY)
                 start.user_stack = stacks.get_stackid(args, BPF_F_USER_STACK);
             if (!USER_ONLY)
@@ -98,8 +100,9 @@ TRACEPOINT_PROBE(sched, sched_switch)
     if (!start)
         return 0;
     u64 delta = now - start->ts;
-    struct offcpu_key key = {.pid = start->tgid, .tid = next, .user_stack = start->user_stack,
-                             .kernel_stack = start->kernel_stack};
+    /* current is the previous task: everything about `next` comes from its record */
+    struct offcpu_key key = {.cgroup_id = start->cgroup_id, .pid = start->tgid, .tid = next,
+                             .user_stack = start->user_stack, .kernel_stack = start->kernel_stack};
     __builtin_memcpy(key.comm, start->comm, sizeof(key.comm));
     offcpu_since.delete(&next);
     if (delta < MIN_BLOCK_US * 1000ULL || (MAX_BLOCK_US && delta > MAX_BLOCK_US * 1000ULL))

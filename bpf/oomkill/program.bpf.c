@@ -10,7 +10,13 @@
  * tracepoint gives them), not to the triggering task. The agent's own processes are not
  * excluded: an OOM kill is rare, cannot feed back into itself, and the kill of an agent
  * process is worth reporting.
+ *
+ * The counter is keyed by the victim's cgroup, which only a task's own context gives.
+ * When the victim is the current task (it triggered the kill itself, the common case)
+ * it is counted at once; otherwise it is remembered and counted when the victim exits
+ * (sched_process_exit runs in its context), which the SIGKILL it was sent brings about.
  */
+#define EUNOMIA_CUSTOM_SCHED_HOOKS
 #include "eunomia.h"
 
 #define COMM_LEN 16
@@ -29,9 +35,12 @@ struct event {
 };
 
 struct comm_key {
+    u64 cgroup_id;  /* the victim's */
     char comm[COMM_LEN];
 };
 BPF_HASH(oomkill_kills_total, struct comm_key, u64, 10240);
+/* victim thread id → its key (cgroup_id still 0), for a victim that was not current */
+BPF_TABLE("lru_hash", u32, struct comm_key, victims, 1024);
 
 /* The common filters, applied to the victim. */
 static __always_inline int skip_victim(u32 pid, const char *comm)
@@ -71,7 +80,13 @@ TRACEPOINT_PROBE(oom, mark_victim)
     u32 pid = (u32)args->pid;
     if (skip_victim(pid, key.comm))
         return 0;
-    count_kill(&key);
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (pid == (u32)pid_tgid || pid == pid_tgid >> 32) {  /* the victim (or its process) is current */
+        key.cgroup_id = bpf_get_current_cgroup_id();
+        count_kill(&key);
+    } else if (victims.update(&pid, &key) != 0) {
+        eunomia_count_drop();
+    }
     struct event *e = events.ringbuf_reserve(sizeof(struct event));
     if (!e) {
         eunomia_count_drop();
@@ -88,5 +103,26 @@ TRACEPOINT_PROBE(oom, mark_victim)
     e->oom_score_adj = args->oom_score_adj;
     __builtin_memcpy(e->tcomm, key.comm, sizeof(e->tcomm));
     eunomia_submit(e, sizeof(*e));
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    eunomia_on_fork(args->child_pid);
+    return 0;
+}
+
+/* A victim that was not current when it was chosen: counted now, in its own context. */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    eunomia_on_exit();
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    struct comm_key *victim = victims.lookup(&tid);
+    if (!victim)
+        return 0;
+    struct comm_key key = *victim;
+    victims.delete(&tid);
+    key.cgroup_id = bpf_get_current_cgroup_id();
+    count_kill(&key);
     return 0;
 }

@@ -27,9 +27,24 @@ struct pending {
 
 BPF_HASH(pending_open, u32, struct pending, 10240);
 struct errno_key {
+    u64 cgroup_id;  /* the opening task's */
     s32 err;
 };
-BPF_HASH(opensnoop_opens_total, struct errno_key, u64, 1024);
+BPF_HASH(opensnoop_opens_total, struct errno_key, u64, 10240);
+
+static __always_inline void count_open(s32 err)
+{
+    struct errno_key key;
+    __builtin_memset(&key, 0, sizeof(key));  /* the padding is part of the map key */
+    key.cgroup_id = bpf_get_current_cgroup_id();
+    key.err = err;
+    u64 zero = 0;
+    u64 *count = opensnoop_opens_total.lookup_or_try_init(&key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+}
 
 static __always_inline int on_enter(const char *path, u64 flags, u64 mode)
 {
@@ -48,8 +63,7 @@ static __always_inline int on_exit(long ret)
     struct pending *p = pending_open.lookup(&tid);
     if (!p)
         return 0;
-    struct errno_key key = {.err = ret < 0 ? (s32)-ret : 0};
-    opensnoop_opens_total.increment(key);
+    count_open(ret < 0 ? (s32)-ret : 0);
     if (FILTER_FAILED && ret >= 0) {
         pending_open.delete(&tid);
         return 0;

@@ -39,10 +39,21 @@ BPF_TABLE("lru_hash", u32, u32, parents, 65536);       /* pid → parent tgid at
 BPF_TABLE("lru_hash", u32, u64, starts, 65536);        /* pid → fork (or exec) time */
 BPF_TABLE("lru_hash", u32, struct exit_status, statuses, 16384);
 BPF_PERCPU_ARRAY(scratch, struct event, 1);
-struct comm_key {
+struct exec_key {
+    u64 cgroup_id;  /* the exec'ing task's */
     char comm[16];
 };
-BPF_HASH(process_execs_total, struct comm_key, u64, 10240);
+BPF_HASH(process_execs_total, struct exec_key, u64, 10240);
+
+static __always_inline void count_exec(struct exec_key *key)
+{
+    u64 zero = 0;
+    u64 *count = process_execs_total.lookup_or_try_init(key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+}
 
 static __always_inline int capture_argv(const char *const *argv)
 {
@@ -130,9 +141,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (!starts.lookup(&pid))
         starts.update(&pid, &now);
 
-    struct comm_key key = {};
+    struct exec_key key = {.cgroup_id = e->hdr.cgroup_id};
     __builtin_memcpy(key.comm, e->hdr.comm, sizeof(key.comm));
-    process_execs_total.increment(key);
+    count_exec(&key);
 
     u32 argc = e->argc;
     if (argc > MAX_ARGS)

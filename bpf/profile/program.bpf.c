@@ -16,6 +16,7 @@
 #endif
 
 struct sample_key {
+    u64 cgroup_id;  /* the sampled task's */
     u32 pid;
     s32 user_stack;
     s32 kernel_stack;
@@ -36,7 +37,12 @@ int on_sample(struct bpf_perf_event_data *ctx)
         return 0;
     if (eunomia_skip_current())
         return 0;
-    struct sample_key key = {.pid = pid, .user_stack = -1, .kernel_stack = -1};
+    struct sample_key key;
+    __builtin_memset(&key, 0, sizeof(key));  /* the padding is part of the map key */
+    key.cgroup_id = bpf_get_current_cgroup_id();
+    key.pid = pid;
+    key.user_stack = -1;
+    key.kernel_stack = -1;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     if (!KERNEL_ONLY)
         key.user_stack = stacks.get_stackid(&ctx->regs, BPF_F_USER_STACK);

@@ -35,10 +35,21 @@ struct event {
 };
 
 struct signal_key {
+    u64 cgroup_id;  /* the sender's */
     u32 sig;
     u32 result;
 };
-BPF_HASH(sigsnoop_signals_total, struct signal_key, u64, 1024);
+BPF_HASH(sigsnoop_signals_total, struct signal_key, u64, 10240);
+
+static __always_inline void count_signal(struct signal_key *key)
+{
+    u64 zero = 0;
+    u64 *count = sigsnoop_signals_total.lookup_or_try_init(key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+}
 
 TRACEPOINT_PROBE(signal, signal_generate)
 {
@@ -47,8 +58,8 @@ TRACEPOINT_PROBE(signal, signal_generate)
     if (eunomia_skip_current())
         return 0;
     u32 result = (u32)args->result;
-    struct signal_key key = {.sig = (u32)args->sig, .result = result};
-    sigsnoop_signals_total.increment(key);
+    struct signal_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .sig = (u32)args->sig, .result = result};
+    count_signal(&key);
     /* Delivered and lose_info (queued without its siginfo) both leave the signal pending. */
     if (FILTER_FAILED && (result == TRACE_SIGNAL_DELIVERED || result == TRACE_SIGNAL_LOSE_INFO))
         return 0;

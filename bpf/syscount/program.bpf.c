@@ -14,26 +14,33 @@
 #define FAILED_ONLY 0
 #endif
 
+/* Every key begins with the calling task's cgroup id. */
 struct syscall_key {
+    u64 cgroup_id;
     u32 nr;
+    u32 pad;  /* the map key is all 16 bytes: set to 0 */
 };
 
 struct process_key {
+    u64 cgroup_id;
     u32 pid;
     u32 nr;
     char comm[16];
 };
 
 struct latency_key {
+    u64 cgroup_id;
     u32 nr;
     u32 slot;
 };
 
-/* Per-CPU: the hot path never contends on a shared counter (the reader sums the CPUs). */
-BPF_PERCPU_HASH(syscount_calls_total, struct syscall_key, u64, 1024);
-BPF_PERCPU_HASH(syscount_errors_total, struct syscall_key, u64, 1024);
-BPF_HASH(syscount_process_calls_total, struct process_key, u64, 10240);
-BPF_HASH(syscount_latency_seconds, struct latency_key, u64, 10240);
+/* Per-CPU: the hot path never contends on a shared counter (the reader sums the CPUs).
+ * Preallocated with one value per possible CPU: 8192 (cgroup, syscall) pairs cost about
+ * 8192 × (16 + 8 × CPUs) bytes each, 4.3 MiB at 64 CPUs. */
+BPF_PERCPU_HASH(syscount_calls_total, struct syscall_key, u64, 8192);
+BPF_PERCPU_HASH(syscount_errors_total, struct syscall_key, u64, 8192);
+BPF_HASH(syscount_process_calls_total, struct process_key, u64, 16384);
+BPF_HASH(syscount_latency_seconds, struct latency_key, u64, 16384);
 BPF_HASH(entered, u32, u64, 65536);
 
 #if LATENCY  /* without -L this probe is not even attached: it would cost every syscall */
@@ -64,7 +71,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
     }
     if (FAILED_ONLY && args->ret >= 0)
         return 0;
-    struct syscall_key key = {.nr = (u32)args->id};
+    struct syscall_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .nr = (u32)args->id, .pad = 0};
     u64 zero = 0;
     u64 *calls = syscount_calls_total.lookup_or_try_init(&key, &zero);
     if (calls)
@@ -75,9 +82,12 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
         u64 *errors = syscount_errors_total.lookup_or_try_init(&key, &zero);
         if (errors)
             (*errors)++;
+        else
+            eunomia_count_drop();
     }
     if (PER_PROCESS) {
-        struct process_key pkey = {.pid = bpf_get_current_pid_tgid() >> 32, .nr = key.nr};
+        struct process_key pkey = {.cgroup_id = key.cgroup_id, .pid = bpf_get_current_pid_tgid() >> 32,
+                                   .nr = key.nr};
         bpf_get_current_comm(&pkey.comm, sizeof(pkey.comm));
         u64 *pcalls = syscount_process_calls_total.lookup_or_try_init(&pkey, &zero);
         if (pcalls)
@@ -86,8 +96,12 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
             eunomia_count_drop();
     }
     if (latency) {
-        struct latency_key lkey = {.nr = key.nr, .slot = bpf_log2l(latency)};
-        syscount_latency_seconds.increment(lkey);
+        struct latency_key lkey = {.cgroup_id = key.cgroup_id, .nr = key.nr, .slot = bpf_log2l(latency)};
+        u64 *slot = syscount_latency_seconds.lookup_or_try_init(&lkey, &zero);
+        if (slot)
+            __sync_fetch_and_add(slot, 1);
+        else
+            eunomia_count_drop();
     }
     return 0;
 }

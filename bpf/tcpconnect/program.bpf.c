@@ -38,12 +38,41 @@ struct connecting {
 
 BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384);
 
+/* Both metrics are keyed by the connecting task's cgroup, from its record: the
+ * handshake usually ends in softirq, where the current task is unrelated. */
 struct connect_key {
+    u64 cgroup_id;
     u16 family;
     u16 dport;
+    u32 pad;  /* the map key is all 16 bytes: set to 0 */
+};
+struct latency_key {
+    u64 cgroup_id;
+    u32 slot;
+    u32 pad;
 };
 BPF_HASH(tcp_connects_total, struct connect_key, u64, 10240);
-BPF_HASH(tcp_connect_latency_seconds, u32, u64, 64);
+BPF_HASH(tcp_connect_latency_seconds, struct latency_key, u64, 4096);
+
+static __always_inline void count_connect(struct connect_key *key)
+{
+    u64 zero = 0;
+    u64 *count = tcp_connects_total.lookup_or_try_init(key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+}
+
+static __always_inline void count_latency(struct latency_key *key)
+{
+    u64 zero = 0;
+    u64 *count = tcp_connect_latency_seconds.lookup_or_try_init(key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();
+}
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
@@ -70,11 +99,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         return 0;
     u64 now = bpf_ktime_get_ns();
     u64 latency = now - c->hdr.ts;
-    struct connect_key key = {.family = args->family == AF_INET6 ? 6 : 4, .dport = args->dport};
-    tcp_connects_total.increment(key);
+    struct connect_key key = {.cgroup_id = c->hdr.cgroup_id, .family = args->family == AF_INET6 ? 6 : 4,
+                              .dport = args->dport, .pad = 0};
+    count_connect(&key);
     if (args->newstate == TCP_ESTABLISHED) {
-        u32 slot = bpf_log2l(latency);
-        tcp_connect_latency_seconds.increment(slot);
+        struct latency_key lkey = {.cgroup_id = c->hdr.cgroup_id, .slot = bpf_log2l(latency), .pad = 0};
+        count_latency(&lkey);
     }
     struct event *e = events.ringbuf_reserve(sizeof(struct event));
     if (!e) {

@@ -40,6 +40,7 @@ struct connecting {
 BPF_TABLE("lru_hash", u64, struct connecting, connecting, 16384);
 
 struct latency_key {
+    u64 cgroup_id;  /* the connecting task's, from its record */
     u16 family;
     u16 dport;
     u32 slot;
@@ -83,8 +84,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     }
     u64 latency = bpf_ktime_get_ns() - c->hdr.ts;
     u16 family = args->family;
-    struct latency_key key = {.family = family == AF_INET6 ? 6 : 4, .dport = args->dport,
-                              .slot = bpf_log2l(latency)};
+    struct latency_key key = {.cgroup_id = c->hdr.cgroup_id, .family = family == AF_INET6 ? 6 : 4,
+                              .dport = args->dport, .slot = bpf_log2l(latency)};
     count_latency(&key);
     if (latency < (u64)MIN_MS * 1000000ULL) {
         connecting.delete(&sk);

@@ -1,8 +1,9 @@
 /* tcpretrans: retransmitted TCP segments, IPv4 and IPv6, from tcp:tcp_retransmit_skb.
  *
  * Retransmits run in timer or softirq context, where the current task is whatever the
- * CPU happened to interrupt: the socket's owner comes from bpf/include/socket_owner.h.
- * Unknown owner: pid 0, no comm.
+ * CPU happened to interrupt: the socket's owner comes from bpf/include/socket_owner.h,
+ * for the events' header and the counter's cgroup_id. Unknown owner: pid 0, no comm,
+ * cgroup_id 0.
  */
 #define EUNOMIA_SOCKET_OWNERS
 #include "socket_owner.h"
@@ -25,10 +26,22 @@ struct event {
 };
 
 struct retrans_key {
+    u64 cgroup_id;  /* the socket owner's (0: not known) */
     u16 family;
     u16 dport;
+    u32 pad;        /* the map key is all 16 bytes: set to 0 */
 };
 BPF_HASH(tcpretrans_retransmits_total, struct retrans_key, u64, 10240);
+
+static __always_inline void count_retransmit(struct retrans_key *key)
+{
+    u64 zero = 0;
+    u64 *count = tcpretrans_retransmits_total.lookup_or_try_init(key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+}
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
@@ -48,8 +61,9 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
     if (socket_owner_skipped(o))
         return 0;
     u16 family = args->family;
-    struct retrans_key key = {.family = family == AF_INET6 ? 6 : 4, .dport = dport};
-    tcpretrans_retransmits_total.increment(key);
+    struct retrans_key key = {.cgroup_id = o && o->known ? o->hdr.cgroup_id : 0,
+                              .family = family == AF_INET6 ? 6 : 4, .dport = dport, .pad = 0};
+    count_retransmit(&key);
 
     struct event *e = events.ringbuf_reserve(sizeof(struct event));
     if (!e) {

@@ -70,6 +70,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 /* -------- the histogram -------- */
 
 struct hist_key {
+    u64 cgroup_id;  /* the socket owner's (0: not known), not the task the softirq interrupted */
     u16 lport;
     u16 rport;
     char laddr[ADDR_TEXT_LEN];
@@ -133,6 +134,7 @@ TRACEPOINT_PROBE(tcp, tcp_probe)
     sockaddr_addr(w->raddr, w->da, family);
     struct hist_key *key = &w->key;
     __builtin_memset(key, 0, sizeof(*key));
+    key->cgroup_id = o && o->known ? o->hdr.cgroup_id : 0;
     key->lport = BY_LPORT ? lport : 0;
     key->rport = BY_RPORT ? rport : 0;
     key->slot = bpf_log2l(srtt);

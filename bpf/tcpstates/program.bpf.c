@@ -47,11 +47,44 @@ struct sock_rec {
 
 BPF_TABLE("lru_hash", u64, struct sock_rec, socks, 65536);
 
+/* Both metrics are keyed by the socket owner's cgroup (0: not known), not the cgroup of
+ * whatever task a softirq or timer interrupted. */
 struct state_key {
+    u64 cgroup_id;
     u8 newstate;
 };
-BPF_HASH(tcpstates_transitions_total, struct state_key, u64, 64);
-BPF_HASH(tcpstates_lifetime_seconds, u32, u64, 64);
+struct lifetime_key {
+    u64 cgroup_id;
+    u32 slot;
+    u32 pad;  /* the map key is all 16 bytes: set to 0 */
+};
+BPF_HASH(tcpstates_transitions_total, struct state_key, u64, 4096);
+BPF_HASH(tcpstates_lifetime_seconds, struct lifetime_key, u64, 4096);
+
+static __always_inline void count_transition(u64 cgroup_id, u8 newstate)
+{
+    struct state_key key;
+    __builtin_memset(&key, 0, sizeof(key));  /* the padding is part of the map key */
+    key.cgroup_id = cgroup_id;
+    key.newstate = newstate;
+    u64 zero = 0;
+    u64 *count = tcpstates_transitions_total.lookup_or_try_init(&key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();  /* the map is full */
+}
+
+static __always_inline void count_lifetime(u64 cgroup_id, u64 lifetime)
+{
+    struct lifetime_key key = {.cgroup_id = cgroup_id, .slot = bpf_log2l(lifetime), .pad = 0};
+    u64 zero = 0;
+    u64 *count = tcpstates_lifetime_seconds.lookup_or_try_init(&key, &zero);
+    if (count)
+        __sync_fetch_and_add(count, 1);
+    else
+        eunomia_count_drop();
+}
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
@@ -85,6 +118,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     u64 lifetime = now - r->first_ts;
     u8 was_born = r->born;
     int skip = socket_owner_skipped(&r->owner);
+    u64 cgroup_id = r->owner.known ? r->owner.hdr.cgroup_id : 0;
 
     struct event *e = NULL;
     if (!skip && (!FILTER_LPORT || sport == FILTER_LPORT) && (!FILTER_RPORT || args->dport == FILTER_RPORT)) {
@@ -93,12 +127,9 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
             eunomia_count_drop();
         else
             socket_owner_header(&e->hdr, &r->owner);
-        struct state_key key = {.newstate = (u8)newstate};
-        tcpstates_transitions_total.increment(key);
-        if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN && was_born) {  /* connections, not listeners */
-            u32 slot = bpf_log2l(lifetime);
-            tcpstates_lifetime_seconds.increment(slot);
-        }
+        count_transition(cgroup_id, (u8)newstate);
+        if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN && was_born)  /* connections, not listeners */
+            count_lifetime(cgroup_id, lifetime);
     }
 
     /* Listeners by local port, for the connections accepted from them. */

@@ -70,7 +70,11 @@ class PrintSink:
     def samples(self, instance: str, ts: int, samples: list[Sample]) -> None:
         if self.folded or self.flamegraph:
             for metric in self.stack_metrics:  # cumulative totals: the latest read replaces the previous one
-                kept = {self._fold(name, labels): value for name, labels, value in samples if name == metric}
+                kept: dict[str, float] = {}
+                for name, labels, value in samples:
+                    if name == metric:  # series that fold alike (other pid, tid, cgroup) add up
+                        stack = self._fold(name, labels)
+                        kept[stack] = kept.get(stack, 0.0) + value
                 if kept:
                     self.stacks[metric] = kept
             samples = [s for s in samples if s[0] not in self.stack_metrics]

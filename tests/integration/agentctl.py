@@ -8,13 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import pytest
+
+from supervisor.containers.cgroup_index import unified_root
+from supervisor.containers.cgroup_paths import cgroup_v2_path
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TRACERS = REPO / "tests" / "tracers"
@@ -88,6 +93,13 @@ class Agent:
     def events(self, **filters: Any) -> list[dict[str, Any]]:
         return self.get("/events", limit=100_000, **filters)
 
+    def latest(self, name: str, **labels: Any) -> list[dict[str, Any]]:
+        """The latest sample of every series of ``name`` whose labels include ``labels``
+        (values compared as text: labels are strings)."""
+        want = {key: str(value) for key, value in labels.items()}
+        return [s for s in self.get("/samples", name=name, latest=True)
+                if all(s["labels"].get(key) == value for key, value in want.items())]
+
     # -- lifecycle -------------------------------------------------------------------
     def wait_running(self, timeout: float = 60) -> list[dict[str, Any]]:
         def ready() -> list[dict[str, Any]] | None:
@@ -146,6 +158,62 @@ def unique(prefix: str) -> str:
     name = f"{prefix}{(os.getpid() * 7919 + time.monotonic_ns() // 1000) % 10**6:06d}"
     assert len(name) <= 15, f"{name!r} would be truncated as a comm"
     return name
+
+
+def _cgroup_root() -> Path:
+    root = unified_root()
+    assert root is not None, "no cgroup v2 hierarchy on this host"
+    return root
+
+
+def cgroup_id_of(pid: int) -> int:
+    """The cgroup v2 id of a process, as bpf_get_current_cgroup_id() gives it: the inode of
+    its directory in the unified hierarchy (the path on the ``0::`` line of /proc/PID/cgroup)."""
+    path = cgroup_v2_path(Path(f"/proc/{pid}/cgroup").read_text())
+    assert path is not None, f"process {pid} is in no cgroup v2"
+    return os.stat(_cgroup_root() / path.lstrip("/")).st_ino
+
+
+@contextmanager
+def private_cgroup(prefix: str = "eunomia-test") -> Iterator[Path]:
+    """A new cgroup v2 directory, so that what its processes do has a cgroup id of its own
+    (everything else on a test host is mostly in the root cgroup, id 1). Its processes are
+    moved back to the root cgroup and it is removed afterwards."""
+    root = _cgroup_root()
+    path = root / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for pid in (path / "cgroup.procs").read_text().split():
+            try:
+                (root / "cgroup.procs").write_text(pid)
+            except ProcessLookupError:
+                pass  # exited meanwhile
+        path.rmdir()
+
+
+def enter_cgroup(cgroup: Path) -> Callable[[], None]:
+    """A ``preexec_fn`` for subprocess.Popen: the child moves itself into ``cgroup`` before
+    it execs (so the program runs there from its first instruction)."""
+    procs = str(cgroup / "cgroup.procs")
+
+    def enter() -> None:
+        with open(procs, "w") as fh:
+            fh.write("0")
+
+    return enter
+
+
+@contextmanager
+def joined_cgroup(cgroup: Path) -> Iterator[None]:
+    """This (test) process inside ``cgroup`` for the block, then back where it was."""
+    here = cgroup_v2_path(Path("/proc/self/cgroup").read_text()) or "/"
+    (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        (_cgroup_root() / here.lstrip("/") / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def find_or_install_nft(why: str) -> str:

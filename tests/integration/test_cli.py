@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, unique, wait_for
+from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, joined_cgroup, private_cgroup, unique, wait_for
 
 
 def ctl(*args: str, socket: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -121,12 +121,14 @@ def test_trace_json_prints_live_events_with_documented_fields(tmp_path: Path) ->
 
 
 def test_trace_prints_the_kernel_counters_at_the_end() -> None:
-    # -p: only this test's connects, so the unlabelled latency histogram is exact on a busy host
-    proc = subprocess.Popen([*EUNOMIACTL, "trace", "tcpconnect", "-p", str(os.getpid()), "--duration", "8", "--json"],
+    """The connects come from a cgroup of the test's own: its series count them alone,
+    whatever else on the machine connects meanwhile."""
+    proc = subprocess.Popen([*EUNOMIACTL, "trace", "tcpconnect", "--duration", "8", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
-    with socket.socket() as listener:
+    with socket.socket() as listener, private_cgroup() as cgroup, joined_cgroup(cgroup):
+        cgroup_id = str(os.stat(cgroup).st_ino)
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         port = listener.getsockname()[1]
@@ -145,12 +147,15 @@ def test_trace_prints_the_kernel_counters_at_the_end() -> None:
         assert proc.wait(30) == 0, proc.stderr.read()
     records = [json.loads(line) for line in lines]
     events = [r for r in records if r.get("dport") == port]
+    own = {"cgroup_id": cgroup_id, "container_runtime": "host"}  # the agent names the cgroup's container
     counters = [r for r in records if r.get("metric") == "eunomia_tcp_connects_total"
-                and r["labels"] == {"family": "4", "dport": str(port)}]
+                and r["labels"] == {**own, "family": "4", "dport": str(port)}]
     assert len(events) >= 5  # the first one seen, and four more
+    assert {e["cgroup_id"] for e in events} == {int(cgroup_id)}
     # every connect since the attach is both an event and a count in the kernel's map
     assert counters and counters[-1]["value"] == len(events) and counters[-1]["tracer"] == "tcpconnect"
-    histogram = [r for r in records if r.get("metric") == "eunomia_tcp_connect_latency_seconds"][-1]
+    histogram = [r for r in records if r.get("metric") == "eunomia_tcp_connect_latency_seconds"
+                 and r["labels"] == own][-1]
     assert sum(n for _, n in histogram["buckets"]) == len(events)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, joined_cgroup, private_cgroup, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +77,17 @@ def test_ipv4_ipv6_and_address_in_use(agent: Agent) -> None:
 
 def test_port_and_failed_options_with_exact_counter(agent: Agent) -> None:
     """-p this process -P port -x: only the failed binds to that port are events; the counter
-    has every bind to that port by this process, and nothing else."""
+    has every bind to that port by this process, and nothing else, under the cgroup the
+    test process binds from (one of its own)."""
     me = os.getpid()
     with socket.socket() as first:
         port = _bind_free_port(first, "127.0.0.1")
     inst = agent.start("bindsnoop", ["-p", str(me), "-P", str(port), "-x"])
     try:
         agent.wait_state(inst["id"], "running")
-        with socket.socket() as owner, socket.socket() as second, socket.socket() as third, \
-                socket.socket() as elsewhere:
+        with private_cgroup() as cgroup, joined_cgroup(cgroup), socket.socket() as owner, socket.socket() as second, \
+                socket.socket() as third, socket.socket() as elsewhere:
+            cgroup_id = str(os.stat(cgroup).st_ino)
             owner.bind(("127.0.0.1", port))
             for sock in (second, third):
                 with pytest.raises(OSError) as exc:
@@ -94,18 +96,17 @@ def test_port_and_failed_options_with_exact_counter(agent: Agent) -> None:
             elsewhere.bind(("127.0.0.1", 0))  # another port: filtered out
             failed_fds = {second.fileno(), third.fileno()}
 
-        def counters() -> dict[tuple[str, str, str], float]:
-            return {(s["labels"]["family"], s["labels"]["protocol"], s["labels"]["errno"]): s["value"]
-                    for s in agent.get("/samples", name="eunomia_bindsnoop_binds_total", latest=True)
-                    if s["labels"].get("instance") == inst["id"]}
+        def counters() -> dict[tuple[str, str, str, str], float]:
+            return {(s["labels"]["cgroup_id"], s["labels"]["family"], s["labels"]["protocol"], s["labels"]["errno"]):
+                    s["value"] for s in agent.latest("eunomia_bindsnoop_binds_total", instance=inst["id"])}
 
-        want = {("4", "tcp", "0"): 1, ("4", "tcp", str(errno.EADDRINUSE)): 2}
+        want = {(cgroup_id, "4", "tcp", "0"): 1, (cgroup_id, "4", "tcp", str(errno.EADDRINUSE)): 2}
         assert wait_for(lambda: counters() == want and want, 10, f"the counters to reach {want}") == want
         events = wait_for(lambda: len(agent.events(instance=inst["id"])) >= 2 and agent.events(instance=inst["id"]),
                           10, "the two failed binds")
         assert len(events) == 2
         assert {e["fd"] for e in events} == failed_fds
-        assert {(e["pid"], e["port"], e["errno"], e["addr"]) for e in events} == {
-            (me, port, errno.EADDRINUSE, "127.0.0.1")}
+        assert {(e["pid"], e["port"], e["errno"], e["addr"], e["cgroup_id"]) for e in events} == {
+            (me, port, errno.EADDRINUSE, "127.0.0.1", int(cgroup_id))}
     finally:
         assert agent.request("DELETE", f"/instances/{inst['id']}").status_code == 204

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, joined_cgroup, private_cgroup, wait_for
 
 BLOCK = 4096
 WRITE_OFFSETS = [1 << 20, 3 << 20, 5 << 20, (5 << 20) + 8 * BLOCK, 7 << 20]  # 5 writes
@@ -61,12 +61,11 @@ def _do_io(device: str) -> None:
         buf.close()
 
 
-def _counts(agent: Agent, disk: str, instance: str | None = None) -> dict[str, float]:
+def _counts(agent: Agent, disk: str, instance: str | None = None, **labels: object) -> dict[str, float]:
     out: dict[str, float] = {}
-    for s in agent.get("/samples", name="eunomia_biolatency_latency_seconds_count", latest=True):
-        labels = s["labels"]
-        if labels.get("disk") == disk and (instance is None or labels.get("instance") == instance):
-            out[labels["op"]] = out.get(labels["op"], 0) + s["value"]
+    for s in agent.latest("eunomia_biolatency_latency_seconds_count", disk=disk, **labels):
+        if instance is None or s["labels"].get("instance") == instance:
+            out[s["labels"]["op"]] = out.get(s["labels"]["op"], 0) + s["value"]
     return out
 
 
@@ -77,9 +76,12 @@ def test_requests_counted_per_disk_and_reported_with_events(agent: Agent, loop_d
     inst = agent.start("biolatency", {"events": True, "pid": os.getpid(), "major": major, "minor": minor})
     try:
         agent.wait_state(inst["id"], "running")
-        _do_io(device)
+        with private_cgroup() as cgroup, joined_cgroup(cgroup):  # submitted from a cgroup of the test's own
+            cgroup_id = os.stat(cgroup).st_ino
+            _do_io(device)
         expected = {"write": len(WRITE_OFFSETS), "read": len(READ_OFFSETS)}
         wait_for(lambda: _counts(agent, disk, inst["id"]) == expected, 10, f"{expected} requests on {disk}")
+        assert _counts(agent, disk, inst["id"], cgroup_id=cgroup_id) == expected  # all of them in that cgroup
 
         def mine() -> list[dict]:
             return agent.events(instance=inst["id"])
@@ -90,7 +92,7 @@ def test_requests_counted_per_disk_and_reported_with_events(agent: Agent, loop_d
         assert seen == sorted([("W", o // 512, BLOCK) for o in WRITE_OFFSETS]
                               + [("R", o // 512, BLOCK) for o in READ_OFFSETS])
         assert all(e["disk"] == disk and e["error"] == 0 and e["latency_ns"] > 0 for e in events)
-        assert {(e["pid"], e["tid"]) for e in events} == {(os.getpid(), os.getpid())}
+        assert {(e["pid"], e["tid"], e["cgroup_id"]) for e in events} == {(os.getpid(), os.getpid(), cgroup_id)}
 
         # The disk filter: this instance has series for the loop device only.
         series = agent.get("/samples", name="eunomia_biolatency_latency_seconds_count", latest=True)
@@ -102,11 +104,10 @@ def test_requests_counted_per_disk_and_reported_with_events(agent: Agent, loop_d
     finally:
         agent.request("DELETE", f"/instances/{inst['id']}")
 
-    # The unfiltered instance counted them too (and anything else that touched the device).
-    def default_counted() -> bool:
-        default = _counts(agent, disk, default_id)
-        return default.get("write", 0) >= len(WRITE_OFFSETS) and default.get("read", 0) >= len(READ_OFFSETS)
-
-    wait_for(default_counted, 10, "the unfiltered instance's counts")
+    # The unfiltered instance counted them too, under the same cgroup, where nothing else
+    # submits I/O to the device.
+    expected = {"write": len(WRITE_OFFSETS), "read": len(READ_OFFSETS)}
+    wait_for(lambda: _counts(agent, disk, default_id, cgroup_id=cgroup_id) == expected, 10,
+             "the unfiltered instance's counts")
     # Without --events it sends no events.
     assert agent.events(instance=default_id) == []

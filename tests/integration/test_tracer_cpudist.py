@@ -20,14 +20,16 @@ The histogram's ``_sum`` is a midpoint estimate and is not asserted on.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
-from tests.integration.agentctl import Agent, unique, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, enter_cgroup, private_cgroup, unique, wait_for
 
 SLICES = 20
 SPIN_NS = 20_000_000
@@ -67,12 +69,18 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
 
 
 class Spinner:
+    """The child, in a cgroup of its own (nothing else runs there)."""
+
     def __init__(self) -> None:
         self.name = unique("eu-cpu")
+        self._cgroup = ExitStack()
+        cgroup = self._cgroup.enter_context(private_cgroup("eunomia-cpudist"))
         self.proc = subprocess.Popen([sys.executable, "-c", CHILD, self.name, str(SLICES), str(SPIN_NS), str(SLEEP_S)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=enter_cgroup(cgroup))
         self.pid = self.proc.pid
+        self.cgroup_id = str(os.stat(cgroup).st_ino)
         self._expect(b"ready\n")
+        assert self.cgroup_id == str(cgroup_id_of(self.pid)) != str(cgroup_id_of(os.getpid()))
 
     def _expect(self, line: bytes) -> None:
         assert self.proc.stdout is not None and self.proc.stdout.readline() == line
@@ -110,19 +118,24 @@ class Spinner:
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:
                 pipe.close()
+        self._cgroup.close()
 
 
-def _slots(agent: Agent, metric: str, instance: str, since_ns: int) -> dict[tuple[str, str], dict[int, float]]:
-    """Per (pid, comm) series: log2 slot → count (not cumulative), once the instance has
-    sent a sample taken after ``since_ns``."""
+Series = tuple[str, str, str]  # cgroup_id, pid, comm
+
+
+def _slots(agent: Agent, metric: str, instance: str, since_ns: int) -> dict[Series, dict[int, float]]:
+    """Per (cgroup_id, pid, comm) series: log2 slot → count (not cumulative), once the
+    instance has sent a sample taken after ``since_ns``."""
     rows = [s for s in agent.get("/samples", name=f"eunomia_{metric}_bucket", latest=True)
             if s["labels"].get("instance") == instance and s["labels"]["le"] != "+Inf"]
     if not any(s["ts"] > since_ns for s in rows):
         return {}
-    cumulative: dict[tuple[str, str], dict[int, float]] = {}
+    cumulative: dict[Series, dict[int, float]] = {}
     for s in rows:
         slot = round(float(s["labels"]["le"]) * 1e9).bit_length() - 1  # le = 2**slot ns
-        cumulative.setdefault((s["labels"]["pid"], s["labels"]["comm"]), {})[slot] = s["value"]
+        labels = s["labels"]
+        cumulative.setdefault((labels["cgroup_id"], labels["pid"], labels["comm"]), {})[slot] = s["value"]
     out = {}
     for key, by_slot in cumulative.items():
         previous, counts = 0.0, {}
@@ -143,9 +156,9 @@ def test_on_cpu_slices_of_a_spinning_child(agent: Agent) -> None:
         assert cpu_ns >= SLICES * SPIN_NS and switch_ins > SLICES
         series = wait_for(lambda: _slots(agent, "cpudist_oncpu_seconds", inst["id"], done), 10,
                           "a sample taken after the child's run")
-        # the pid filter: the child only, under its comm
-        assert list(series) == [(str(child.pid), child.name)]
-        slots = series[(str(child.pid), child.name)]
+        # the pid filter: the child only, under its cgroup and comm
+        assert list(series) == [(child.cgroup_id, str(child.pid), child.name)]
+        slots = series[(child.cgroup_id, str(child.pid), child.name)]
         count = sum(slots.values())
         assert switch_ins - allowance(switch_ins) <= count <= switch_ins, (count, switch_ins, slots)
         assert max(slots) <= 25, slots  # every interval below 2**25 ns = 33.5 ms
@@ -164,8 +177,9 @@ def test_off_cpu_option(agent: Agent) -> None:
         done = time.time_ns()
         series = wait_for(lambda: _slots(agent, "cpudist_offcpu_seconds", inst["id"], done), 10,
                           "a sample taken after the child's run")
-        assert list(series) == [(str(child.pid), child.name)]
-        slots = series[(str(child.pid), child.name)]
+        # the cgroup recorded at the switch-out (at the switch-in, the previous task is current)
+        assert list(series) == [(child.cgroup_id, str(child.pid), child.name)]
+        slots = series[(child.cgroup_id, str(child.pid), child.name)]
         # switched out before the tracer started: the first switch-in closes no interval
         assert sum(slots.values()) <= switch_ins - 1
         long_ones = sum(n for slot, n in slots.items() if slot >= 24)  # ≥ 2**23 ns = 8.4 ms
@@ -179,11 +193,25 @@ def test_off_cpu_option(agent: Agent) -> None:
         child.close()
 
 
-def test_default_is_one_system_wide_histogram(agent: Agent) -> None:
+def test_default_is_one_histogram_per_cgroup(agent: Agent) -> None:
+    """Without -P: one histogram per cgroup, pid and comm empty; the child's cgroup has the
+    child's intervals only."""
     default = next(i["id"] for i in agent.instances() if i["tracer"] == "cpudist" and not i["args"])
-    since = time.time_ns()
-    series = wait_for(lambda: _slots(agent, "cpudist_oncpu_seconds", default, since), 10, "a sample")
-    assert list(series) == [("", "")]
+    child = Spinner()
+    try:
+        cpu_ns, switch_ins = child.run()
+        life = child.schedstat()[1]  # all its switch-ins, since its fork
+        done = time.time_ns()
+    finally:
+        child.close()
+    series = wait_for(lambda: _slots(agent, "cpudist_oncpu_seconds", default, done), 10, "a sample")
+    assert {(pid, comm) for _, pid, comm in series} == {("", "")}
+    assert str(cgroup_id_of(os.getpid())) in {cgroup for cgroup, _, _ in series}
+    # the child ran in its cgroup from its fork on, all of it traced: one interval per switch-in
+    # of its life (+ 1: the switch-in of its death, after `life` was read), at least those of the run
+    slots = series[(child.cgroup_id, "", "")]
+    assert switch_ins - allowance(switch_ins) <= sum(slots.values()) <= life + 1, (switch_ins, life, slots)
+    assert sum(n * 2**slot for slot, n in slots.items()) >= cpu_ns
     # and it excludes the agent: no interval of the agent's processes (checked with -P)
     inst = agent.start("cpudist", ["-P"])
     try:
@@ -191,6 +219,6 @@ def test_default_is_one_system_wide_histogram(agent: Agent) -> None:
         since = time.time_ns()
         per_pid = wait_for(lambda: _slots(agent, "cpudist_oncpu_seconds", inst["id"], since), 10, "a sample")
         own = {agent.proc.pid} | agent.worker_pids()
-        assert per_pid and not {int(pid) for pid, _ in per_pid} & own
+        assert per_pid and not {int(pid) for _, pid, _ in per_pid} & own
     finally:
         agent.request("DELETE", f"/instances/{inst['id']}")

@@ -8,6 +8,7 @@ return value the child checks, so the byte counts are exact.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, private_cgroup, wait_for
 
 TRACER = "files"
 
@@ -148,12 +149,18 @@ def _paths(tmp: Path) -> tuple[str, str]:
 
 
 def test_exact_bytes_and_ops_per_file(agent: Agent, tmp_path: Path) -> None:
+    """The child does its I/O after the test moved it into a cgroup of its own: its series
+    carry that cgroup's id."""
     instance = _main_instance(agent)
     path, path2 = _paths(tmp_path)
-    child = subprocess.Popen([sys.executable, "-c", IO_CHILD, path, path2], stdin=subprocess.PIPE)
-    comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
-    child.communicate(b"g")
-    assert child.returncode == 0
+    with private_cgroup() as cgroup:
+        child = subprocess.Popen([sys.executable, "-c", IO_CHILD, path, path2], stdin=subprocess.PIPE)
+        comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
+        (cgroup / "cgroup.procs").write_text(str(child.pid))
+        cgroup_id = cgroup_id_of(child.pid)
+        assert cgroup_id == os.stat(cgroup).st_ino != cgroup_id_of(os.getpid())
+        child.communicate(b"g")
+        assert child.returncode == 0
     expected = {
         (path, "-1", "write"): (3000.0, 3.0),
         (path, "-1", "read"): (1000.0, 2.0),
@@ -170,9 +177,9 @@ def test_exact_bytes_and_ops_per_file(agent: Agent, tmp_path: Path) -> None:
     # Nothing else of ours under these paths, and no /dev/null without -a.
     assert {k: v for k, v in series.items() if k[0] in (path, path2)} == expected
     assert not any(k[0] == "/dev/null" for k in series)
-    comms = {s["labels"]["comm"] for s in _samples(agent, "eunomia_files_bytes_total")
-             if s["labels"]["instance"] == instance and s["labels"]["path"] == path}
-    assert comms == {comm}
+    comms = {(s["labels"]["comm"], s["labels"]["cgroup_id"]) for s in _samples(agent, "eunomia_files_bytes_total")
+             if s["labels"]["instance"] == instance and s["labels"]["path"] in (path, path2)}
+    assert comms == {(comm, str(cgroup_id))}
 
 
 def test_all_files_option_counts_fds_without_a_path(agent: Agent, tmp_path: Path) -> None:

@@ -13,11 +13,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, enter_cgroup, joined_cgroup, private_cgroup, wait_for
 
 TRACER = "flows"
 UP, DOWN = 12345, 678
@@ -54,34 +55,47 @@ def _main_instance(agent: Agent) -> str:
     return next(i["id"] for i in agent.instances() if i["tracer"] == TRACER and not i["args"])
 
 
-Flow = tuple[str, str, str, str, str, str]  # pid, role, family, laddr, raddr, port
+Flow = tuple[str, str, str, str, str, str, str]  # cgroup_id, pid, role, family, laddr, raddr, port
 
 
 def _flows(agent: Agent, instance: str, port: int) -> dict[Flow, list[float]]:
-    """{(pid, role, family, laddr, raddr, port): [sent, received, connections]} for one server port."""
+    """{(cgroup_id, pid, role, family, laddr, raddr, port): [sent, received, connections]} for one server port."""
     out: dict[Flow, list[float]] = {}
     for i, metric in enumerate(METRICS):
         for s in agent.get("/samples", name=metric, latest=True, limit=100_000):
             lb = s["labels"]
             if lb["instance"] == instance and lb["port"] == str(port):
-                key = (lb["pid"], lb["role"], lb["family"], lb["laddr"], lb["raddr"], lb["port"])
+                key = (lb["cgroup_id"], lb["pid"], lb["role"], lb["family"], lb["laddr"], lb["raddr"], lb["port"])
                 out.setdefault(key, [0.0, 0.0, 0.0])[i] = s["value"]
     return out
 
 
 class Exchange:
-    """A listener in this process and a client child waiting for the go."""
+    """A listener in this process and a client child waiting for the go, each side in a
+    cgroup of its own (this process joins its cgroup while it serves). The server's
+    connection is established in a softirq, often while the client is current: its
+    cgroup_id must still be the server's, the listener's owner."""
 
     def __init__(self, family: int, address: str) -> None:
+        self._cgroups = ExitStack()
+        self.server_cgroup = self._cgroups.enter_context(private_cgroup("eunomia-flows-server"))
+        self.client_cgroup = self._cgroups.enter_context(private_cgroup("eunomia-flows-client"))
+        self.server_id = str(os.stat(self.server_cgroup).st_ino)
+        self.client_id = str(os.stat(self.client_cgroup).st_ino)
         self.listener = socket.socket(family)
         if address.startswith("::ffff:"):
             self.listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.listener.bind((address, 0))  # listen() in run(): the tracers started meanwhile see it
         self.port = self.listener.getsockname()[1]
         self.child = subprocess.Popen([sys.executable, "-c", CLIENT, str(int(family)), address, str(self.port)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      preexec_fn=enter_cgroup(self.client_cgroup))
 
     def run(self) -> int:
+        with joined_cgroup(self.server_cgroup):
+            return self._serve()
+
+    def _serve(self) -> int:
         """Let the client go, serve it; returns the client's local port."""
         assert self.child.stdin is not None and self.child.stdout is not None
         self.listener.listen()  # the owner of the accepted connection: this process
@@ -107,6 +121,7 @@ class Exchange:
         if self.child.poll() is None:
             self.child.kill()
         self.child.wait()
+        self._cgroups.close()
 
 
 @pytest.mark.parametrize(("family", "address", "number"), [
@@ -126,9 +141,9 @@ def test_exact_bytes_and_connections_of_both_ends(agent: Agent, family: int, add
     port = str(ex.port)
     expected = {
         # the client: sent 12345, received 678, made one connection; the port is the remote one
-        (client_pid, "client", number, address, address, port): [float(UP), float(DOWN), 1.0],
+        (ex.client_id, client_pid, "client", number, address, address, port): [float(UP), float(DOWN), 1.0],
         # this process, the server: the reverse, on its listening (local) port
-        (me, "server", number, address, address, port): [float(DOWN), float(UP), 1.0],
+        (ex.server_id, me, "server", number, address, address, port): [float(DOWN), float(UP), 1.0],
     }
     flows = wait_for(lambda: (f := _flows(agent, instance, ex.port)) == expected and f, 15,
                      "the exact bytes and connections of both ends")
@@ -152,13 +167,13 @@ def test_port_and_pid_filters(agent: Agent) -> None:
 
             def ends(x: Exchange) -> dict[Flow, list[float]]:
                 port, lo = str(x.port), "127.0.0.1"
-                return {(str(x.child.pid), "client", "4", lo, lo, port): [float(UP), float(DOWN), 1.0],
-                        (me, "server", "4", lo, lo, port): [float(DOWN), float(UP), 1.0]}
+                return {(x.client_id, str(x.child.pid), "client", "4", lo, lo, port): [float(UP), float(DOWN), 1.0],
+                        (x.server_id, me, "server", "4", lo, lo, port): [float(DOWN), float(UP), 1.0]}
 
             # -P: both ends of the exchange on that port.
             wait_for(lambda: _flows(agent, by_port["id"], ex.port) == ends(ex), 15, "both ends of the -P port")
             # -p: the bytes and the connection of that client only (its server is this process).
-            client_only = {k: v for k, v in ends(other).items() if k[1] == "client"}
+            client_only = {k: v for k, v in ends(other).items() if k[2] == "client"}
             wait_for(lambda: _flows(agent, by_pid["id"], other.port) == client_only, 15, "the -p client's flow")
             # The main instance sees all four ends.
             main = _main_instance(agent)

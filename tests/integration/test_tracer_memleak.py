@@ -3,8 +3,9 @@
 Ground truth: the program (built with frame pointers, and -fno-builtin so that gcc keeps
 every allocation) waits on its stdin until the tracer is attached, then, in one go:
 
-* ``eunomia_leak()`` mallocs ``LEAKS`` blocks of ``LEAK_SIZE`` bytes, of which ``main``
-  frees ``FREED``: the stack ending in ``eunomia_leak`` holds (LEAKS - FREED) blocks;
+* ``eunomia_leak()`` mallocs ``LEAKS`` blocks of ``LEAK_SIZE`` bytes and waits again (the
+  test may move the process to another cgroup meanwhile), then ``main`` frees ``FREED``:
+  the stack ending in ``eunomia_leak`` holds (LEAKS - FREED) blocks;
 * ``eunomia_churn()`` mallocs ``CHURNS`` blocks of ``CHURN_SIZE`` bytes and frees them
   all: its stack holds nothing;
 * ``eunomia_mixed()`` uses every other allocator entry point once (sizes in MIXED_*) and
@@ -22,13 +23,14 @@ That is the worker's read, not the tracer, and would make exact totals flaky her
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, enter_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #define _GNU_SOURCE
@@ -82,6 +84,9 @@ int main(void)
 {
     wait_for_test();               /* the tracer is attached */
     eunomia_leak();
+    if (write(1, "leaked\n", 7) != 7)
+        _exit(3);
+    wait_for_test();
     for (int i = 0; i < FREED; i++)
         free(leaked[i]);
     eunomia_churn();
@@ -130,37 +135,62 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
         agent.stop()
 
 
+class Leaking:
+    """The program, waiting for the test, in a cgroup of its own (``first``); ``second``
+    is another one the test may move it to after the leak."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], first: Path, second: Path) -> None:
+        self.proc, self.first, self.second = proc, first, second
+        self.pid = proc.pid
+        self.first_id, self.second_id = str(os.stat(first).st_ino), str(os.stat(second).st_ino)
+
+
 @pytest.fixture
-def leaking(leaker: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([str(leaker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+def leaking(leaker: Path) -> Iterator[Leaking]:
+    with private_cgroup() as first, private_cgroup() as second:
+        proc = subprocess.Popen([str(leaker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                preexec_fn=enter_cgroup(first))
+        try:
+            yield Leaking(proc, first, second)
+        finally:
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
 
 
-def _totals(agent: Agent, instance: str) -> dict[str, dict[str, float]]:
-    """metric → {user stack: value} for the instance."""
-    out: dict[str, dict[str, float]] = {}
+Totals = dict[str, dict[tuple[str, str], float]]
+
+
+def _totals(agent: Agent, instance: str) -> Totals:
+    """metric → {(cgroup id, user stack): value} for the instance."""
+    out: Totals = {}
     for metric in METRICS:
         rows = agent.get("/samples", name=f"eunomia_memleak_{metric}_total", latest=True, limit=100_000)
-        out[metric] = {s["labels"]["user_stack"]: s["value"] for s in rows if s["labels"]["instance"] == instance}
+        out[metric] = {(s["labels"]["cgroup_id"], s["labels"]["user_stack"]): s["value"]
+                       for s in rows if s["labels"]["instance"] == instance}
     return out
 
 
-def _of(totals: dict[str, dict[str, float]], function: str) -> tuple[float, ...]:
-    """(allocated bytes, allocations, freed bytes, frees) under the stacks ending in ``function``."""
-    return tuple(sum(v for stack, v in totals[m].items() if stack.endswith(_stack(function))) for m in METRICS)
+def _of(totals: Totals, function: str, cgroup_id: str) -> tuple[float, ...]:
+    """(allocated bytes, allocations, freed bytes, frees) under the stacks ending in ``function``
+    in one cgroup."""
+    return tuple(sum(v for (cgroup, stack), v in totals[m].items()
+                     if cgroup == cgroup_id and stack.endswith(_stack(function))) for m in METRICS)
 
 
-def _run(agent: Agent, proc: subprocess.Popen[bytes], instance: str) -> dict[str, dict[str, float]]:
-    """Release the program until it says done; stop the instance (its worker reads the
-    maps one last time) and return its totals."""
+def _run(agent: Agent, leaking: Leaking, instance: str, move: bool = False) -> Totals:
+    """Release the program until it says done (with ``move``, moved to its second cgroup
+    after the leak, before the frees); stop the instance (its worker reads the maps one
+    last time) and return its totals."""
+    proc = leaking.proc
     assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"x")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"leaked\n"
+    if move:
+        (leaking.second / "cgroup.procs").write_text(str(proc.pid))
     proc.stdin.write(b"x")
     proc.stdin.flush()
     assert proc.stdout.readline() == b"done\n"
@@ -170,33 +200,39 @@ def _run(agent: Agent, proc: subprocess.Popen[bytes], instance: str) -> dict[str
     return wait_for(lambda: (t := _totals(agent, instance))["allocations"] and t, 10, "the final read's samples")
 
 
-def test_outstanding_bytes_by_allocation_stack(agent: Agent, leaking: subprocess.Popen[bytes]) -> None:
+def test_outstanding_bytes_by_allocation_stack(agent: Agent, leaking: Leaking) -> None:
+    """The process moves to another cgroup between the leak and its frees: the frees are
+    counted under the cgroup that allocated the blocks, the later allocations under the new one."""
     inst = agent.start("memleak", ["-p", str(leaking.pid)])
     agent.wait_state(inst["id"], "running")
-    totals = _run(agent, leaking, inst["id"])
+    totals = _run(agent, leaking, inst["id"], move=True)
+    first, second = leaking.first_id, leaking.second_id
     leak = (LEAKS * LEAK_SIZE, LEAKS, FREED * LEAK_SIZE, FREED)
     churn = (CHURNS * CHURN_SIZE, CHURNS, CHURNS * CHURN_SIZE, CHURNS)
     mixed = (*MIXED_ALLOCATED, *MIXED_FREED)
-    assert _of(totals, "eunomia_leak") == leak, totals
-    allocated, blocks, freed, frees = _of(totals, "eunomia_leak")
+    assert _of(totals, "eunomia_leak", first) == leak, totals
+    allocated, blocks, freed, frees = _of(totals, "eunomia_leak", first)
     assert (allocated - freed, blocks - frees) == ((LEAKS - FREED) * LEAK_SIZE, LEAKS - FREED)
-    assert _of(totals, "eunomia_churn") == churn, totals  # nothing outstanding
-    assert _of(totals, "eunomia_mixed") == mixed, totals
-    # every stack is this process's (-p: uprobes attached to it only)
+    assert _of(totals, "eunomia_leak", second) == (0, 0, 0, 0), totals
+    assert _of(totals, "eunomia_churn", second) == churn, totals  # nothing outstanding
+    assert _of(totals, "eunomia_mixed", second) == mixed, totals
+    # every stack is this process's (-p: uprobes attached to it only), in the two cgroups
     rows = agent.get("/samples", name="eunomia_memleak_allocations_total", latest=True, limit=100_000)
     assert {s["labels"]["pid"] for s in rows if s["labels"]["instance"] == inst["id"]} == {str(leaking.pid)}
+    assert {s["labels"]["cgroup_id"] for s in rows if s["labels"]["instance"] == inst["id"]} == {first, second}
 
 
-def test_minimum_size(agent: Agent, leaking: subprocess.Popen[bytes]) -> None:
+def test_minimum_size(agent: Agent, leaking: Leaking) -> None:
     """-z: blocks smaller than 2048 bytes are neither counted nor remembered."""
     inst = agent.start("memleak", ["-p", str(leaking.pid), "-z", "2048"])
     agent.wait_state(inst["id"], "running")
     totals = _run(agent, leaking, inst["id"])
+    first = leaking.first_id
     leak = (LEAKS * LEAK_SIZE, LEAKS, FREED * LEAK_SIZE, FREED)
-    assert _of(totals, "eunomia_leak") == leak, totals
-    assert _of(totals, "eunomia_churn") == (0, 0, 0, 0), totals
+    assert _of(totals, "eunomia_leak", first) == leak, totals
+    assert _of(totals, "eunomia_churn", first) == (0, 0, 0, 0), totals
     # of eunomia_mixed's blocks only realloc's 3000 bytes count; the 1000 it replaced were not known
-    assert _of(totals, "eunomia_mixed") == (3000, 1, 0, 0), totals
+    assert _of(totals, "eunomia_mixed", first) == (3000, 1, 0, 0), totals
 
 
 def test_pid_is_required(agent: Agent) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, unique, wait_for
+from tests.integration.agentctl import Agent, joined_cgroup, private_cgroup, unique, wait_for
 
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
@@ -81,7 +81,9 @@ def test_tmpfs_mount_umount_and_failures(agent: Agent, tmp_path: Path) -> None:
 
 
 def test_failed_option_with_exact_counter(agent: Agent, tmp_path: Path) -> None:
-    """-p this process -x: only failed calls are events; the counter has every call of this process."""
+    """-p this process -x: only failed calls are events; the counter has every call of this
+    process, under the cgroup it calls from (one of its own for the mounts, another for the
+    umounts)."""
     me = os.getpid()
     target = tmp_path / "mnt"
     target.mkdir()
@@ -89,21 +91,26 @@ def test_failed_option_with_exact_counter(agent: Agent, tmp_path: Path) -> None:
     inst = agent.start("mountsnoop", ["-p", str(me), "-x"])
     try:
         agent.wait_state(inst["id"], "running")
-        assert mount(unique("eu-src"), target, "tmpfs", 0, "size=1m") == 0
-        try:
-            for _ in range(2):
-                assert mount("none", missing, "tmpfs", 0, "") == errno.ENOENT
-        finally:
-            assert umount2(target, 0) == 0
-        assert umount2(target, 0) == errno.EINVAL
+        with private_cgroup() as mounts, private_cgroup() as umounts:
+            ids = str(os.stat(mounts).st_ino), str(os.stat(umounts).st_ino)
+            with joined_cgroup(mounts):
+                assert mount(unique("eu-src"), target, "tmpfs", 0, "size=1m") == 0
+            try:
+                with joined_cgroup(mounts):
+                    for _ in range(2):
+                        assert mount("none", missing, "tmpfs", 0, "") == errno.ENOENT
+            finally:
+                with joined_cgroup(umounts):
+                    assert umount2(target, 0) == 0
+            with joined_cgroup(umounts):
+                assert umount2(target, 0) == errno.EINVAL
 
-        def counters() -> dict[tuple[str, str], float]:
-            return {(s["labels"]["call"], s["labels"]["errno"]): s["value"]
-                    for s in agent.get("/samples", name="eunomia_mountsnoop_calls_total", latest=True)
-                    if s["labels"].get("instance") == inst["id"]}
+        def counters() -> dict[tuple[str, str, str], float]:
+            return {(s["labels"]["cgroup_id"], s["labels"]["call"], s["labels"]["errno"]): s["value"]
+                    for s in agent.latest("eunomia_mountsnoop_calls_total", instance=inst["id"])}
 
-        want = {("mount", "0"): 1, ("mount", str(errno.ENOENT)): 2, ("umount", "0"): 1,
-                ("umount", str(errno.EINVAL)): 1}
+        want = {(ids[0], "mount", "0"): 1, (ids[0], "mount", str(errno.ENOENT)): 2, (ids[1], "umount", "0"): 1,
+                (ids[1], "umount", str(errno.EINVAL)): 1}
         assert wait_for(lambda: counters() == want and want, 10, f"the counters to reach {want}") == want
         events = wait_for(lambda: len(agent.events(instance=inst["id"])) >= 3 and agent.events(instance=inst["id"]),
                           10, "the three failed calls")

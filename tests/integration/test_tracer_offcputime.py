@@ -33,13 +33,14 @@ That is the worker's read, not the tracer, and would make exact totals flaky her
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, wait_for
+from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, cgroup_id_of, enter_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -128,15 +129,18 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
 
 @pytest.fixture
 def blocking(blocker: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([str(blocker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
+    """The program, waiting for the test, in a cgroup of its own."""
+    with private_cgroup() as cgroup:
+        proc = subprocess.Popen([str(blocker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                preexec_fn=enter_cgroup(cgroup))
+        try:
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
 
 
 def _run(proc: subprocess.Popen[bytes]) -> tuple[int, int]:
@@ -167,6 +171,8 @@ def _stop(agent: Agent, instance: str) -> tuple[list[dict], int]:
 
 def test_time_blocked_in_a_known_function(agent: Agent, blocking: subprocess.Popen[bytes]) -> None:
     pid = blocking.pid
+    cgroup_id = str(cgroup_id_of(pid))
+    assert cgroup_id != str(cgroup_id_of(os.getpid()))
     inst = agent.start("offcputime", ["-p", str(pid)])
     agent.wait_state(inst["id"], "running")
     naps_ns, loop_ns = _run(blocking)
@@ -176,9 +182,10 @@ def test_time_blocked_in_a_known_function(agent: Agent, blocking: subprocess.Pop
     total = _ns(s["value"] for s in rows)
     assert lost <= MAX_LOST
     assert (SLEEPS - lost) * SLEEP_NS <= total <= loop_ns, (total, loop_ns, lost, series)
-    assert [(s["labels"]["pid"], s["labels"]["tid"], s["labels"]["comm"]) for s in rows] == [
-        (str(pid), str(pid), "blocker")]
-    assert {s["labels"]["pid"] for s in series} == {str(pid)}  # -p, in the kernel
+    assert [(s["labels"]["pid"], s["labels"]["tid"], s["labels"]["comm"], s["labels"]["cgroup_id"])
+            for s in rows] == [(str(pid), str(pid), "blocker", cgroup_id)]
+    # -p, in the kernel; the cgroup recorded at the switch-out (at the switch-in, another task is current)
+    assert {(s["labels"]["pid"], s["labels"]["cgroup_id"]) for s in series} == {(str(pid), cgroup_id)}
     naps = _ns(s["value"] for s in series if s["labels"]["user_stack"].endswith(NAP_STACK)
                and s["labels"]["kernel_stack"].endswith(VOLUNTARY_SLEEP))
     assert (NAPS - lost) * NAP_NS <= naps <= naps_ns, series

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, unique, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, enter_cgroup, private_cgroup, unique, wait_for
 
 MEMORY_ROOT = Path("/sys/fs/cgroup/memory")
 LIMIT = 64 << 20
@@ -40,8 +40,21 @@ with open("/proc/self/oom_score_adj", "w") as fh:
     fh.write(adj)
 os.write(1, b"ready\n")
 os.read(0, 1)
-hog = b"\x01" * (256 << 20)
+hog = b"\x01" * (int(sys.argv[3]) << 20)
 os.write(1, b"survived\n")
+os.read(0, 1)
+"""
+# Touches its memory at once, says so, and waits to be killed.
+HOLDER = r"""
+import os, sys
+name, adj = sys.argv[1], sys.argv[2]
+with open("/proc/self/comm", "w") as fh:
+    fh.write(name)
+with open("/proc/self/oom_score_adj", "w") as fh:
+    fh.write(adj)
+hog = b"\x01" * (int(sys.argv[3]) << 20)
+os.write(1, b"holding\n")
+os.read(0, 1)
 """
 
 
@@ -91,15 +104,19 @@ def cgroup() -> Iterator[Path]:
 
 
 class Hog:
-    """A child parked in the cgroup; ``release()`` makes it allocate and be OOM-killed."""
+    """A child parked in the memory cgroup (and, given ``v2``, in that cgroup v2 directory);
+    ``release()`` makes it allocate ``mib`` MiB and be OOM-killed."""
 
-    def __init__(self, cgroup: Path) -> None:
+    def __init__(self, cgroup: Path, v2: Path | None = None, adj: int = OOM_SCORE_ADJ, mib: int = 256,
+                 program: str = CHILD, ready: bytes = b"ready\n") -> None:
         self.name = unique("eu-oom")
         self.proc = subprocess.Popen(["/bin/sh", "-c", JOIN, str(cgroup),
-                                      sys.executable, "-c", CHILD, self.name, str(OOM_SCORE_ADJ)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert self.proc.stdout is not None and self.proc.stdout.readline() == b"ready\n"
+                                      sys.executable, "-c", program, self.name, str(adj), str(mib)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     preexec_fn=v2 and enter_cgroup(v2))
+        assert self.proc.stdout is not None and self.proc.stdout.readline() == ready
         self.pid = self.proc.pid
+        self.cgroup_id = str(cgroup_id_of(self.pid))
 
     def release(self) -> None:
         assert self.proc.stdin is not None
@@ -108,11 +125,14 @@ class Hog:
         try:
             assert self.proc.wait(30) == -signal.SIGKILL, "the child was not OOM-killed"
         finally:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc.stdin.close()
-            assert self.proc.stdout is not None
-            self.proc.stdout.close()
+            self.close()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def _kills(agent: Agent, comm: str, instance: str | None = None) -> float | None:
@@ -122,9 +142,14 @@ def _kills(agent: Agent, comm: str, instance: str | None = None) -> float | None
     return None
 
 
+def _kills_by_cgroup(agent: Agent, comm: str) -> dict[str, float]:
+    return {s["labels"]["cgroup_id"]: s["value"] for s in agent.latest("eunomia_oomkill_kills_total", comm=comm)}
+
+
 def test_oom_kill_in_a_memory_cgroup(agent: Agent, cgroup: Path) -> None:
-    hog = Hog(cgroup)
-    hog.release()
+    with private_cgroup() as v2:
+        hog = Hog(cgroup, v2)
+        hog.release()
 
     def victim_events() -> list[dict]:
         return [e for e in agent.events(tracer="oomkill") if e["tpid"] == hog.pid]
@@ -144,6 +169,35 @@ def test_oom_kill_in_a_memory_cgroup(agent: Agent, cgroup: Path) -> None:
     assert e["total_vm_bytes"] >= e["anon_rss_bytes"] + e["file_rss_bytes"] + e["shmem_rss_bytes"]
     assert e["pgtables_bytes"] > 0
     assert wait_for(lambda: _kills(agent, hog.name) == 1, 10, "the kill counter to reach 1")
+    assert _kills_by_cgroup(agent, hog.name) == {hog.cgroup_id: 1}
+
+
+def test_victim_killed_by_another_tasks_charge_is_counted_in_its_own_cgroup(agent: Agent, cgroup: Path) -> None:
+    """Two processes share the memory cgroup, each in a cgroup v2 directory of its own: the
+    holder touches 40 MiB (oom_score_adj 1000: the limit's worth of extra badness), then the
+    trigger (oom_score_adj 0; lowering it needs CAP_SYS_RESOURCE) 40 MiB more. The
+    trigger's charge fails, the kernel chooses the holder: the event's header is the
+    trigger, and the holder's kill is counted under the holder's cgroup (it exits in its
+    own context)."""
+    with private_cgroup() as holder_v2, private_cgroup() as trigger_v2:
+        holder = Hog(cgroup, holder_v2, adj=1000, mib=40, program=HOLDER, ready=b"holding\n")
+        trigger = Hog(cgroup, trigger_v2, adj=0, mib=40)
+        try:
+            assert trigger.proc.stdin is not None and trigger.proc.stdout is not None
+            trigger.proc.stdin.write(b"x")
+            trigger.proc.stdin.flush()
+            assert trigger.proc.stdout.readline() == b"survived\n"  # once the holder is gone
+            assert holder.proc.wait(30) == -signal.SIGKILL
+        finally:
+            holder.close()
+            trigger.close()
+    events = wait_for(lambda: [e for e in agent.events(tracer="oomkill") if e["tpid"] == holder.pid], 10,
+                      f"the OOM kill of {holder.pid}")
+    assert [(e["tcomm"], e["pid"], e["comm"], e["cgroup_id"]) for e in events] == [
+        (holder.name, trigger.pid, trigger.name, int(trigger.cgroup_id))]
+    assert wait_for(lambda: _kills_by_cgroup(agent, holder.name) == {holder.cgroup_id: 1}, 10,
+                    "the holder's kill counted under its own cgroup")
+    assert holder.cgroup_id != trigger.cgroup_id
 
 
 def test_pid_filter_selects_the_victim(agent: Agent, cgroup: Path) -> None:

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, private_cgroup, wait_for
+
+OPENER = r"""
+import os, sys
+os.write(1, b"ready\n")
+os.read(0, 1)
+for _ in range(int(sys.argv[1])):
+    try:
+        os.open(sys.argv[3], os.O_RDONLY)
+    except FileNotFoundError:
+        pass
+for _ in range(int(sys.argv[2])):
+    os.close(os.open(sys.argv[4], os.O_RDONLY))
+os._exit(0)
+"""
 
 
 def test_missing_and_existing_paths(agent: Agent, tmp_path: Path) -> None:
@@ -55,3 +71,30 @@ def test_failed_only_option(agent: Agent, tmp_path: Path) -> None:
         assert all(e["errno"] != 0 and e["pid"] == os.getpid() for e in events)
     finally:
         agent.request("DELETE", f"/instances/{inst['id']}")
+
+
+def test_counter_per_cgroup_of_the_opening_task(agent: Agent, tmp_path: Path) -> None:
+    """A child moved into a cgroup of its own once it has started (its interpreter's own opens
+    are before that) fails 3 opens and succeeds 2: exactly its cgroup's series."""
+    missing = f"/tmp/eunomia-missing-{uuid.uuid4().hex}"
+    existing = tmp_path / "present"
+    existing.write_text("x")
+    instance = next(i["id"] for i in agent.instances() if i["tracer"] == "opensnoop" and not i["args"])
+    with private_cgroup() as cgroup:
+        child = subprocess.Popen([sys.executable, "-c", OPENER, "3", "2", missing, str(existing)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        (cgroup / "cgroup.procs").write_text(str(child.pid))
+        cgroup_id = cgroup_id_of(child.pid)
+        assert cgroup_id == os.stat(cgroup).st_ino
+        child.communicate(b"x")
+        assert child.returncode == 0
+
+        def counts() -> dict[str, float]:
+            return {s["labels"]["errno"]: s["value"]
+                    for s in agent.latest("eunomia_opensnoop_opens_total", instance=instance, cgroup_id=cgroup_id)}
+
+        want = {str(errno.ENOENT): 3, "0": 2}
+        assert wait_for(lambda: counts() == want and want, 10, f"the cgroup's counters to reach {want}") == want
+        events = [e for e in agent.events(tracer="opensnoop", pid=child.pid) if e["path"] in (missing, str(existing))]
+        assert len(events) == 5 and {e["cgroup_id"] for e in events} == {cgroup_id}

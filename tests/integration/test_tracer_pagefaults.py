@@ -7,6 +7,7 @@ than one page (no transparent huge pages of any size).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, private_cgroup, wait_for
 
 TRACER = "pagefaults"
 PAGES = 2000
@@ -78,13 +79,13 @@ def _main_instance(agent: Agent) -> str:
     return next(i["id"] for i in agent.instances() if i["tracer"] == TRACER and not i["args"])
 
 
-def _faults(agent: Agent, instance: str, pid: int) -> tuple[int, dict[str, float]]:
-    """(time of the newest read, {access: count}) of one process in one instance."""
+def _faults(agent: Agent, instance: str, pid: int, **labels: object) -> tuple[int, dict[str, float]]:
+    """(time of the newest read, {access: count}) of one process in one instance (summed over
+    its cgroups unless ``labels`` picks one)."""
     newest, counts = 0, {}
-    for s in agent.get("/samples", name="eunomia_pagefaults_faults_total", latest=True):
-        if s["labels"]["instance"] == instance and s["labels"]["pid"] == str(pid):
-            newest = max(newest, s["ts"])
-            counts[s["labels"]["access"]] = s["value"]
+    for s in agent.latest("eunomia_pagefaults_faults_total", instance=instance, pid=pid, **labels):
+        newest = max(newest, s["ts"])
+        counts[s["labels"]["access"]] = counts.get(s["labels"]["access"], 0) + s["value"]
     return newest, counts
 
 
@@ -95,21 +96,29 @@ def _read_after(agent: Agent, instance: str, pid: int, moment: int) -> dict[str,
 
 
 def test_counter_rises_by_the_pages_written(agent: Agent) -> None:
+    """The child is moved to a cgroup of its own before it writes: the writes are counted
+    under that cgroup's id, and its faults before the move stay under its old cgroup."""
     instance = _main_instance(agent)
     child = Child()
     try:
         before = _read_after(agent, instance, child.pid, time.time_ns())  # the child waits: its count is still
-        child.touch()
-        after = _read_after(agent, instance, child.pid, time.time_ns())
-        labels = {s["labels"]["comm"] for s in agent.get("/samples", name="eunomia_pagefaults_faults_total",
-                                                          latest=True)
-                  if s["labels"]["instance"] == instance and s["labels"]["pid"] == str(child.pid)}
+        with private_cgroup() as cgroup:
+            (cgroup / "cgroup.procs").write_text(str(child.pid))
+            cgroup_id = os.stat(cgroup).st_ino
+            child.touch()
+            after = _read_after(agent, instance, child.pid, time.time_ns())
+            moved = _faults(agent, instance, child.pid, cgroup_id=cgroup_id)[1]
+            labels = {(s["labels"]["comm"], s["labels"]["cgroup_id"])
+                      for s in agent.latest("eunomia_pagefaults_faults_total", instance=instance, pid=child.pid)}
+            child.finish()
     finally:
         child.finish()
-    assert labels == {child.comm}
+    assert labels == {(child.comm, str(cgroup_id_of(os.getpid()))), (child.comm, str(cgroup_id))}
     writes = after.get("write", 0) - before.get("write", 0)
     total = sum(after.values()) - sum(before.values())
     assert PAGES <= writes <= total <= PAGES + MARGIN, (before, after)
+    assert PAGES <= moved.get("write", 0) <= sum(moved.values()) <= PAGES + MARGIN, moved
+    assert sum(moved.values()) == total  # every fault since the move, and none before it
     assert agent.events(instance=instance) == []  # no per-fault events without --events
 
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.integration.agentctl import Agent, unique, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, enter_cgroup, private_cgroup, unique, wait_for
 
 
 def _events_of(agent: Agent, pid: int, kind: str) -> list[dict]:
@@ -85,3 +85,28 @@ def test_pid_and_comm_filters_apply_in_kernel(agent: Agent, tmp_path: Path) -> N
         assert sorted(e["event"] for e in events) == ["exec", "exit"]
     finally:
         assert agent.request("DELETE", f"/instances/{inst['id']}").status_code == 204
+
+
+def test_exec_counter_per_cgroup_and_comm(agent: Agent, tmp_path: Path) -> None:
+    """Two execs of a program under a name of its own, from a cgroup of its own: exactly that
+    series, with the cgroup's id (also in the exec events' header)."""
+    name = unique("eu-cnt")
+    exe = tmp_path / name
+    shutil.copy("/bin/true", exe)
+    instance = next(i["id"] for i in agent.instances() if i["tracer"] == "process" and not i["args"])
+    with private_cgroup() as cgroup:
+        pids = []
+        for _ in range(2):
+            child = subprocess.Popen([str(exe)], preexec_fn=enter_cgroup(cgroup))
+            assert child.wait() == 0
+            pids.append(child.pid)
+        cgroup_id = os.stat(cgroup).st_ino
+    assert cgroup_id != cgroup_id_of(os.getpid())
+
+    def counts() -> dict[str, float]:
+        return {s["labels"]["cgroup_id"]: s["value"]
+                for s in agent.latest("eunomia_process_execs_total", instance=instance, comm=name)}
+
+    assert wait_for(lambda: counts() == {str(cgroup_id): 2}, 10, "two execs counted under the cgroup")
+    execs = [e for pid in pids for e in _events_of(agent, pid, "exec")]
+    assert [e["cgroup_id"] for e in execs] == [cgroup_id, cgroup_id]

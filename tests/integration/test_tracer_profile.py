@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, wait_for
+from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, cgroup_id_of, enter_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -53,12 +54,15 @@ def spinner(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def spinning(spinner: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([str(spinner)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
+    """The spinner, waiting for "go", in a cgroup of its own."""
+    with private_cgroup() as cgroup:
+        proc = subprocess.Popen([str(spinner)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                preexec_fn=enter_cgroup(cgroup))
+        try:
+            yield proc
+        finally:
+            proc.kill()
+            proc.wait()
 
 
 def _run_spin(proc: subprocess.Popen[bytes]) -> None:
@@ -83,12 +87,14 @@ def test_samples_land_in_the_spinning_function(tmp_path: Path, spinning: subproc
             return rows if sum(s["value"] for s in rows) >= 0.5 * expected else None
 
         rows = wait_for(samples, 15, "the samples of the spinning process")
+        cgroup_id = cgroup_id_of(spinning.pid)
         time.sleep(1.5)  # one more drain: the totals must stay (the worker keeps them)
         later = {s["labels"]["user_stack"]: s["value"] for s in agent.get(
             "/samples", name="eunomia_profile_samples_total", latest=True) if s["labels"]["instance"] == inst["id"]}
     finally:
         agent.stop()
     assert {s["labels"]["pid"] for s in rows} == {str(spinning.pid)}  # -p, in the kernel
+    assert {s["labels"]["cgroup_id"] for s in rows} == {str(cgroup_id)} != {str(cgroup_id_of(os.getpid()))}
     assert {s["labels"]["comm"] for s in rows} == {"spinner"}
     assert all(s["labels"]["kernel_stack"] == "" for s in rows)  # -U: no kernel stacks
     total = sum(s["value"] for s in rows)

@@ -23,10 +23,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
-from tests.integration.agentctl import Agent, unique, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, enter_cgroup, private_cgroup, unique, wait_for
 
 SLEEPS = 200
 CHILD = r"""
@@ -53,12 +54,18 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
 
 
 class Sleeper:
+    """The child, in a cgroup of its own (nothing else runs there)."""
+
     def __init__(self) -> None:
         self.name = unique("eu-rq")
+        self._cgroup = ExitStack()
+        cgroup = self._cgroup.enter_context(private_cgroup("eunomia-runqlat"))
         self.proc = subprocess.Popen([sys.executable, "-c", CHILD, self.name, str(SLEEPS)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=enter_cgroup(cgroup))
         self.pid = self.proc.pid
+        self.cgroup_id = str(os.stat(cgroup).st_ino)
         self._expect(b"ready\n")
+        assert self.cgroup_id == str(cgroup_id_of(self.pid)) != str(cgroup_id_of(os.getpid()))
 
     def _expect(self, line: bytes) -> None:
         assert self.proc.stdout is not None and self.proc.stdout.readline() == line
@@ -93,6 +100,7 @@ class Sleeper:
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:
                 pipe.close()
+        self._cgroup.close()
 
 
 def _series(agent: Agent, instance: str, since_ns: int = 0) -> list[dict]:
@@ -145,8 +153,9 @@ def test_per_process_histogram_of_a_sleeping_child(agent: Agent) -> None:
         series = wait_for(lambda: _series(agent, inst["id"], done), 10, "a sample taken after the child's run")
         counted = _count_for(series, child.pid)
         _check_count(counted, switch_ins, missed)
-        # the pid filter applies to the task that waited: nothing else in this instance
-        assert {(s["labels"]["pid"], s["labels"]["comm"]) for s in series} == {(str(child.pid), child.name)}
+        # the pid filter applies to the task that waited: nothing else in this instance; its cgroup
+        assert {(s["labels"]["cgroup_id"], s["labels"]["pid"], s["labels"]["comm"]) for s in series} == {
+            (child.cgroup_id, str(child.pid), child.name)}
     finally:
         agent.request("DELETE", f"/instances/{inst['id']}")
         child.close()
@@ -158,20 +167,27 @@ def test_unfiltered_histograms_skip_the_agent(agent: Agent) -> None:
     inst = agent.start("runqlat", ["-P"])
     try:
         worker = agent.wait_state(inst["id"], "running")["pid"]
-        misses = recursion_misses(worker)
+        default_worker = agent.instance(default_id)["pid"]
+        misses, default_misses = recursion_misses(worker), recursion_misses(default_worker)
         switch_ins = child.run()
+        life = child.switch_ins()  # since its fork
         done = time.time_ns()
         missed = recursion_misses(worker) - misses
+        default_missed = recursion_misses(default_worker) - default_misses
         series = wait_for(lambda: _series(agent, inst["id"], done), 10, "a sample taken after the child's run")
         _check_count(_count_for(series, child.pid), switch_ins, missed)
         assert {s["labels"]["comm"] for s in series if s["labels"]["pid"] == str(child.pid)} == {child.name}
         # the agent's processes are not measured (nor labelled with their pids)
         own = {agent.proc.pid} | agent.worker_pids()
         assert not {int(s["labels"]["pid"]) for s in series} & own
-        # Without -P: a single system-wide histogram, pid and comm empty.
+        # Without -P: one histogram per cgroup, pid and comm empty; the child's cgroup holds
+        # the child's waits only (all of its life: it started after the default instance)
         default = wait_for(lambda: _series(agent, default_id, done), 10, "the default instance's histogram")
-        assert [(s["labels"]["pid"], s["labels"]["comm"]) for s in default] == [("", "")]
-        assert default[0]["value"] >= SLEEPS
+        assert {(s["labels"]["pid"], s["labels"]["comm"]) for s in default} == {("", "")}
+        assert len({s["labels"]["cgroup_id"] for s in default}) == len(default)
+        in_cgroup = [s["value"] for s in default if s["labels"]["cgroup_id"] == child.cgroup_id]
+        assert len(in_cgroup) == 1 and switch_ins - default_missed - max(2, switch_ins // 50) <= in_cgroup[0] <= life, (
+            in_cgroup, switch_ins, life)
     finally:
         agent.request("DELETE", f"/instances/{inst['id']}")
         child.close()

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, enter_cgroup, joined_cgroup, private_cgroup, wait_for
 
 # The child ignores SIGUSR2 and blocks SIGUSR1: a first SIGUSR1 is delivered (left pending),
 # a second one finds it already pending, a SIGUSR2 is ignored, SIGTERM (default action) kills it.
@@ -36,8 +37,9 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
         agent.stop()
 
 
-def _spawn_child() -> subprocess.Popen[str]:
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+def _spawn_child(cgroup: Path | None = None) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             preexec_fn=cgroup and enter_cgroup(cgroup))
     assert child.stdout is not None and child.stdout.readline() == "ready\n"
     return child
 
@@ -109,23 +111,27 @@ def test_signal_to_one_thread(agent: Agent) -> None:
 
 def test_signal_and_failed_options_with_exact_counter(agent: Agent) -> None:
     """-p (sender) -s SIGUSR1 -x: only undelivered SIGUSR1s from this process are events;
-    the counter has every SIGUSR1 this process sent, and nothing else."""
+    the counter has every SIGUSR1 this process sent, and nothing else, under the sender's
+    cgroup (the test process sends from a cgroup of its own to a child in another one)."""
     me = os.getpid()
     inst = agent.start("sigsnoop", ["-p", str(me), "-s", str(int(signal.SIGUSR1)), "-x"])
     try:
         agent.wait_state(inst["id"], "running")
-        child = _spawn_child()
-        for _ in range(3):
-            os.kill(child.pid, signal.SIGUSR1)  # delivered, then already pending twice
-        os.kill(child.pid, signal.SIGUSR2)  # another signal: filtered out
-        _kill_and_reap(child)
+        with private_cgroup() as sender, private_cgroup() as target:
+            child = _spawn_child(target)
+            sender_id = str(os.stat(sender).st_ino)
+            with joined_cgroup(sender):
+                for _ in range(3):
+                    os.kill(child.pid, signal.SIGUSR1)  # delivered, then already pending twice
+                os.kill(child.pid, signal.SIGUSR2)  # another signal: filtered out
+                _kill_and_reap(child)
 
-        def counters() -> dict[tuple[str, str], float]:
-            return {(s["labels"]["sig"], s["labels"]["result"]): s["value"]
-                    for s in agent.get("/samples", name="eunomia_sigsnoop_signals_total", latest=True)
-                    if s["labels"].get("instance") == inst["id"]}
+        def counters() -> dict[tuple[str, str, str], float]:
+            return {(s["labels"]["cgroup_id"], s["labels"]["sig"], s["labels"]["result"]): s["value"]
+                    for s in agent.latest("eunomia_sigsnoop_signals_total", instance=inst["id"])}
 
-        want = {(str(int(signal.SIGUSR1)), "delivered"): 1, (str(int(signal.SIGUSR1)), "already_pending"): 2}
+        usr1 = str(int(signal.SIGUSR1))
+        want = {(sender_id, usr1, "delivered"): 1, (sender_id, usr1, "already_pending"): 2}
         assert wait_for(lambda: counters() == want and want, 10, f"the counters to reach {want}") == want
         events = wait_for(lambda: len(agent.events(instance=inst["id"])) >= 2 and agent.events(instance=inst["id"]),
                           10, "the two undelivered SIGUSR1s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, enter_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -47,38 +48,47 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
         agent.stop()
 
 
+LABELS = ("cgroup_id", "comm", "pid", "syscall")  # the metrics' own labels, sorted
+
+
 def _series(agent: Agent, metric: str, instance: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted((k, v) for k, v in s["labels"].items() if k not in ("instance", "tracer"))): s["value"]
-            for s in agent.get("/samples", name=metric, latest=True) if s["labels"]["instance"] == instance}
+    return {tuple((k, s["labels"][k]) for k in LABELS if k in s["labels"]): s["value"]
+            for s in agent.latest(metric, instance=instance)}
 
 
-def _run(program: Path, instance_args: list[str], agent: Agent) -> tuple[dict, int]:
-    child = subprocess.Popen([str(program), str(GETPPID), str(BAD_CLOSE)], stdin=subprocess.PIPE)
-    inst = agent.start("syscount", [*instance_args, "-p", str(child.pid)])
-    agent.wait_state(inst["id"], "running")
-    child.communicate(b"go\n")
-    assert child.returncode == 0
-    return inst, child.pid
+def _run(program: Path, instance_args: list[str], agent: Agent) -> tuple[dict, int, str]:
+    """The program, in a cgroup of its own, traced by a new instance: (instance, pid, cgroup id)."""
+    with private_cgroup() as cgroup:
+        child = subprocess.Popen([str(program), str(GETPPID), str(BAD_CLOSE)], stdin=subprocess.PIPE,
+                                 preexec_fn=enter_cgroup(cgroup))
+        inst = agent.start("syscount", [*instance_args, "-p", str(child.pid)])
+        agent.wait_state(inst["id"], "running")
+        child.communicate(b"go\n")
+        assert child.returncode == 0
+        return inst, child.pid, str(os.stat(cgroup).st_ino)
 
 
 def test_calls_and_errors_per_syscall_exactly(agent: Agent, program: Path) -> None:
-    inst, _pid = _run(program, [], agent)
+    inst, _pid, cgroup = _run(program, [], agent)
+    getppid, close = (("cgroup_id", cgroup), ("syscall", "getppid")), (("cgroup_id", cgroup), ("syscall", "close"))
     calls = wait_for(lambda: (c := _series(agent, "eunomia_syscount_calls_total", inst["id"]))
-                     .get((("syscall", "getppid"),)) == GETPPID and c, 15, "the getppid count")
+                     .get(getppid) == GETPPID and c, 15, "the getppid count")
     errors = wait_for(lambda: (e := _series(agent, "eunomia_syscount_errors_total", inst["id"]))
-                      .get((("syscall", "close"),)) == BAD_CLOSE and e, 15, "the failed close count")
-    assert calls[(("syscall", "close"),)] == BAD_CLOSE
-    assert (("syscall", "getppid"),) not in errors  # getppid never fails
+                      .get(close) == BAD_CLOSE and e, 15, "the failed close count")
+    assert calls[close] == BAD_CLOSE
+    assert getppid not in errors  # getppid never fails
+    assert {dict(k)["cgroup_id"] for k in [*calls, *errors]} == {cgroup}  # the process never left its cgroup
     time.sleep(1.5)  # one more read: the counts are final, nothing else of the process is added
-    assert _series(agent, "eunomia_syscount_calls_total", inst["id"])[(("syscall", "getppid"),)] == GETPPID
+    assert _series(agent, "eunomia_syscount_calls_total", inst["id"])[getppid] == GETPPID
 
 
 def test_per_process_latency_and_failed_only(agent: Agent, program: Path) -> None:
-    inst, pid = _run(program, ["-P", "-L", "-x"], agent)
+    inst, pid, cgroup = _run(program, ["-P", "-L", "-x"], agent)
     per_process = wait_for(lambda: (p := _series(agent, "eunomia_syscount_process_calls_total", inst["id"]))
-                           .get((("comm", "calls"), ("pid", str(pid)), ("syscall", "close"))) == BAD_CLOSE and p,
-                           15, "the per-process count of failed closes")
+                           .get((("cgroup_id", cgroup), ("comm", "calls"), ("pid", str(pid)), ("syscall", "close")))
+                           == BAD_CLOSE and p, 15, "the per-process count of failed closes")
     assert not any(dict(k)["syscall"] == "getppid" for k in per_process)  # -x: failed calls only
+    close = (("cgroup_id", cgroup), ("syscall", "close"))
     latency = wait_for(lambda: (h := _series(agent, "eunomia_syscount_latency_seconds_count", inst["id"]))
-                       .get((("syscall", "close"),)) and h, 15, "the close latency histogram")
-    assert latency[(("syscall", "close"),)] == BAD_CLOSE
+                       .get(close) and h, 15, "the close latency histogram")
+    assert latency[close] == BAD_CLOSE

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, joined_cgroup, private_cgroup, wait_for
 
 
 @pytest.mark.parametrize(("family", "address", "number"), [(socket.AF_INET, "127.0.0.1", 4),
@@ -45,19 +45,23 @@ def test_refused_connect_is_reported_failed(agent: Agent) -> None:
 
 
 def test_connect_counter_in_kernel_reaches_the_store(agent: Agent) -> None:
+    """Five connects from a cgroup of the test's own: the counter and the latency histogram
+    of that cgroup."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         port = listener.getsockname()[1]
-        for _ in range(5):
-            with socket.create_connection(("127.0.0.1", port)):
-                pass
-            listener.accept()[0].close()
+        with private_cgroup() as cgroup, joined_cgroup(cgroup):
+            cgroup_id = os.stat(cgroup).st_ino
+            for _ in range(5):
+                with socket.create_connection(("127.0.0.1", port)):
+                    pass
+                listener.accept()[0].close()
 
-    def counted() -> float | None:
-        for s in agent.get("/samples", name="eunomia_tcp_connects_total", latest=True):
-            if s["labels"].get("dport") == str(port):
-                return s["value"]
-        return None
+    def counted() -> dict[str, float]:
+        return {s["labels"]["cgroup_id"]: s["value"] for s in agent.latest("eunomia_tcp_connects_total", dport=port)}
 
-    assert wait_for(lambda: counted() == 5 and 5, 10, "the counter to reach 5") == 5
+    assert wait_for(lambda: counted() == {str(cgroup_id): 5}, 10, "the counter to reach 5 in the cgroup")
+    # nothing else connected from that cgroup
+    wait_for(lambda: [s["value"] for s in agent.latest("eunomia_tcp_connect_latency_seconds_count",
+                                                       cgroup_id=cgroup_id)] == [5], 10, "5 latencies in the cgroup")

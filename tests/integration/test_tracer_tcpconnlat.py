@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, find_or_install_nft, wait_for
+from tests.integration.agentctl import Agent, find_or_install_nft, joined_cgroup, private_cgroup, wait_for
 
 TRACER = "tcpconnlat"
 SECOND = 1_000_000_000
@@ -50,11 +50,10 @@ def _events(agent: Agent, instance: str, dport: int) -> list[dict]:
     return [e for e in agent.events(instance=instance) if e["dport"] == dport]
 
 
-def _histogram_count(agent: Agent, instance: str, dport: int) -> int | None:
-    for s in agent.get("/samples", name="eunomia_tcpconnlat_latency_seconds_count", latest=True):
-        if s["labels"]["instance"] == instance and s["labels"]["dport"] == str(dport):
-            return int(s["value"])
-    return None
+def _histogram_counts(agent: Agent, instance: str, dport: int) -> dict[str, int]:
+    """{cgroup id: connects} of one destination port."""
+    return {s["labels"]["cgroup_id"]: int(s["value"])
+            for s in agent.latest("eunomia_tcpconnlat_latency_seconds_count", instance=instance, dport=dport)}
 
 
 @contextlib.contextmanager
@@ -130,7 +129,8 @@ def test_loopback_connects_exact_ports_pid_and_histogram(agent: Agent, family: i
     comm = Path("/proc/self/comm").read_text().strip()
     instance = _main_instance(agent)
     lports = []
-    with _listener(family, address) as listener:
+    with _listener(family, address) as listener, private_cgroup() as cgroup, joined_cgroup(cgroup):
+        cgroup_id = str(os.stat(cgroup).st_ino)
         dport = listener.getsockname()[1]
         for _ in range(3):
             with socket.create_connection((address, dport)) as client:
@@ -144,8 +144,9 @@ def test_loopback_connects_exact_ports_pid_and_histogram(agent: Agent, family: i
         assert (e["pid"], e["tid"], e["comm"]) == (me, me, comm)
         assert (e["family"], e["saddr"], e["daddr"], e["dport"]) == (number, address, address, dport)
         assert 0 < e["latency_ns"] < 30 * SECOND  # a generous sanity bound, not a timing assertion
-    # The kernel's histogram counted exactly these three connects for this port.
-    assert wait_for(lambda: _histogram_count(agent, instance, dport) == 3, 10, "the histogram count of 3")
+    # The kernel's histogram counted exactly these three connects for this port, in the cgroup.
+    assert wait_for(lambda: _histogram_counts(agent, instance, dport) == {cgroup_id: 3}, 10,
+                    "the histogram count of 3")
 
 
 def test_delayed_handshake_and_min_ms_option(agent: Agent, nft: str) -> None:
@@ -154,7 +155,10 @@ def test_delayed_handshake_and_min_ms_option(agent: Agent, nft: str) -> None:
     inst = agent.start(TRACER, ["-m", "500", "-p", str(me)])
     try:
         agent.wait_state(inst["id"], "running")
-        with _listener() as fast, _listener() as slow:
+        # from a cgroup of the test's own: the delayed handshake ends in a timer's softirq,
+        # whatever task it interrupted; the histogram still has the connecting task's cgroup
+        with _listener() as fast, _listener() as slow, private_cgroup() as cgroup, joined_cgroup(cgroup):
+            cgroup_id = str(os.stat(cgroup).st_ino)
             fast_port, slow_port = fast.getsockname()[1], slow.getsockname()[1]
             with socket.create_connection(("127.0.0.1", fast_port)) as client:
                 fast_lport = client.getsockname()[1]
@@ -172,8 +176,10 @@ def test_delayed_handshake_and_min_ms_option(agent: Agent, nft: str) -> None:
         assert [e["lport"] for e in fast_events] == [fast_lport]
 
         # -m 500: only the delayed connect is an event; the histogram still counts both.
-        assert wait_for(lambda: _histogram_count(agent, inst["id"], fast_port) == 1, 10, "fast connect counted")
-        assert wait_for(lambda: _histogram_count(agent, inst["id"], slow_port) == 1, 10, "slow connect counted")
+        assert wait_for(lambda: _histogram_counts(agent, inst["id"], fast_port) == {cgroup_id: 1}, 10,
+                        "fast connect counted")
+        assert wait_for(lambda: _histogram_counts(agent, inst["id"], slow_port) == {cgroup_id: 1}, 10,
+                        "slow connect counted")
         events = agent.events(instance=inst["id"])
         assert [(e["dport"], e["lport"]) for e in events] == [(slow_port, slow_lport)]
         assert events[0]["latency_ns"] >= SECOND

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, find_or_install_nft, wait_for
+from tests.integration.agentctl import Agent, find_or_install_nft, joined_cgroup, private_cgroup, wait_for
 
 TRACER = "tcpretrans"
 PAYLOAD = b"retransmit me" * 10
@@ -89,18 +89,19 @@ def _retransmits(agent: Agent, instance: str, port: int) -> list[dict]:
     return [e for e in agent.events(instance=instance) if port in (e["sport"], e["dport"])]
 
 
-def _counter(agent: Agent, instance: str, dport: int) -> float | None:
-    for s in agent.get("/samples", name="eunomia_tcpretrans_retransmits_total", latest=True):
-        if s["labels"]["instance"] == instance and s["labels"]["dport"] == str(dport):
-            return s["value"]
-    return None
+def _counters(agent: Agent, instance: str, dport: int) -> dict[str, float]:
+    """{owner's cgroup id: retransmits} to one port."""
+    return {s["labels"]["cgroup_id"]: s["value"]
+            for s in agent.latest("eunomia_tcpretrans_retransmits_total", instance=instance, dport=dport)}
 
 
 def test_retransmits_of_own_connection_with_owner_and_counter(agent: Agent, nft: str) -> None:
     me = os.getpid()
     comm = Path("/proc/self/comm").read_text().strip()
     instance = _main_instance(agent)
-    conn = Connection()
+    with private_cgroup() as cgroup, joined_cgroup(cgroup):  # the owner connects from a cgroup of its own
+        conn = Connection()
+        cgroup_id = str(os.stat(cgroup).st_ino)
     try:
         with dropping(nft, [conn.port]):
             conn.client.sendall(PAYLOAD)
@@ -112,9 +113,10 @@ def test_retransmits_of_own_connection_with_owner_and_counter(agent: Agent, nft:
 
     def settled() -> list[dict] | None:
         events = _retransmits(agent, instance, conn.port)
-        return events if _counter(agent, instance, conn.port) == len(events) else None
+        return events if _counters(agent, instance, conn.port) == {cgroup_id: len(events)} else None
 
-    # Every retransmit on our port is an event, and the kernel counted exactly those.
+    # Every retransmit on our port is an event, and the kernel counted exactly those, under
+    # the owner's cgroup (the timer that sends them runs in whatever task it interrupted).
     events = wait_for(settled, 15, "the counter to equal the events for our port")
     assert len(events) >= 2
     for e in events:
@@ -124,7 +126,8 @@ def test_retransmits_of_own_connection_with_owner_and_counter(agent: Agent, nft:
         assert e["state"] == "ESTABLISHED" and e["err"] == 0
         # Sent from the retransmission timer, in whatever task was running: the owner is
         # the process that connected.
-        assert (e["pid"], e["tid"], e["comm"], e["uid"]) == (me, me, comm, os.getuid())
+        assert (e["pid"], e["tid"], e["comm"], e["uid"], e["cgroup_id"]) == (me, me, comm, os.getuid(),
+                                                                            int(cgroup_id))
     assert len({e["skaddr"] for e in events}) == 1
 
 
@@ -147,7 +150,7 @@ def test_port_option_and_a_connection_older_than_the_tracer(agent: Agent, nft: s
 
             def settled() -> list[dict] | None:
                 events = agent.events(instance=inst["id"])
-                return events if _counter(agent, inst["id"], traced.port) == len(events) else None
+                return events if _counters(agent, inst["id"], traced.port) == {"0": len(events)} else None
 
             events = wait_for(settled, 15, "the instance's counter to equal its events")
             assert len(events) >= 2
@@ -157,7 +160,8 @@ def test_port_option_and_a_connection_older_than_the_tracer(agent: Agent, nft: s
                 assert (e["pid"], e["tid"], e["comm"]) == (0, 0, "")  # owner unknown: no guess
             series = [s for s in agent.get("/samples", name="eunomia_tcpretrans_retransmits_total", latest=True)
                       if s["labels"]["instance"] == inst["id"]]
-            assert [s["labels"]["dport"] for s in series] == [str(traced.port)]  # the other port: not counted
+            # the other port: not counted; the owner, so its cgroup, not known: 0
+            assert [(s["labels"]["dport"], s["labels"]["cgroup_id"]) for s in series] == [(str(traced.port), "0")]
             # The tracer that was running when the connections were made knows their owner.
             assert {e["pid"] for e in _retransmits(agent, main, traced.port)} == {me}
             assert {e["pid"] for e in _retransmits(agent, main, other.port)} == {me}

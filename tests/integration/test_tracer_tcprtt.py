@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, joined_cgroup, private_cgroup, wait_for
 
 TRACER = "tcprtt"
 EXCHANGES = 50
@@ -35,13 +35,13 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
         agent.stop()
 
 
-def _histograms(agent: Agent, instance: str) -> dict[tuple[str, str, str, str], dict[float, float]]:
-    """{(lport, rport, laddr, raddr): {le: cumulative count}} of one instance."""
-    out: dict[tuple[str, str, str, str], dict[float, float]] = {}
+def _histograms(agent: Agent, instance: str) -> dict[tuple[str, str, str, str, str], dict[float, float]]:
+    """{(cgroup_id, lport, rport, laddr, raddr): {le: cumulative count}} of one instance."""
+    out: dict[tuple[str, str, str, str, str], dict[float, float]] = {}
     for s in agent.get("/samples", name="eunomia_tcprtt_srtt_seconds_bucket", latest=True, limit=100_000):
         labels = s["labels"]
         if labels["instance"] == instance:
-            key = (labels["lport"], labels["rport"], labels["laddr"], labels["raddr"])
+            key = (labels["cgroup_id"], labels["lport"], labels["rport"], labels["laddr"], labels["raddr"])
             out.setdefault(key, {})[float(labels["le"])] = s["value"]
     return out
 
@@ -76,12 +76,18 @@ def test_rtt_of_own_connection_by_port_pair_and_address(agent: Agent, family: in
         try:
             agent.wait_state(inst["id"], "running")
             listener.listen()
-            with socket.create_connection((address, port)) as client:
+            # connect() from a cgroup of the test's own, the exchange from the test's cgroup:
+            # the samples of the client's socket come in softirq, with the server's send
+            with private_cgroup() as cgroup:
+                with joined_cgroup(cgroup):
+                    client = socket.create_connection((address, port))
+                cgroup_id = str(os.stat(cgroup).st_ino)
+            with client:
                 sport = client.getsockname()[1]
                 server, _ = listener.accept()
                 with server:
                     _exchange(client, server)
-            key = (str(sport), str(port), address, address)
+            key = (cgroup_id, str(sport), str(port), address, address)
 
             def settled() -> tuple[dict, list] | None:
                 hist = _histograms(agent, inst["id"])
@@ -102,7 +108,7 @@ def test_rtt_of_own_connection_by_port_pair_and_address(agent: Agent, family: in
                     number, sport, port, address, address)
                 assert 0 <= e["srtt_us"] < 10_000 and e["snd_cwnd"] > 0
                 # tcp_probe runs in softirq: the process is the socket's owner, who connected.
-                assert (e["pid"], e["tid"], e["comm"]) == (me, me, comm)
+                assert (e["pid"], e["tid"], e["comm"], e["cgroup_id"]) == (me, me, comm, int(cgroup_id))
             assert len({e["sock_cookie"] for e in events}) == 1
         finally:
             assert agent.request("DELETE", f"/instances/{inst['id']}").status_code == 204
@@ -118,7 +124,11 @@ def test_local_port_and_pid_filters_count_the_accepted_socket(agent: Agent) -> N
         try:
             agent.wait_state(mine["id"], "running")
             agent.wait_state(other["id"], "running")
-            listener.listen()  # the owner of the accepted connection: this process
+            with private_cgroup() as cgroup:
+                with joined_cgroup(cgroup):  # the owner of the accepted connection: this process, there
+                    listener.listen()
+                cgroup_id = str(os.stat(cgroup).st_ino)
+            # the server's socket receives in the softirq of the client's sends (this process, elsewhere)
             with socket.create_connection(("127.0.0.1", port)) as client:
                 sport = client.getsockname()[1]
                 server, _ = listener.accept()
@@ -128,10 +138,11 @@ def test_local_port_and_pid_filters_count_the_accepted_socket(agent: Agent) -> N
             def settled() -> tuple[float, list] | None:
                 hist = _histograms(agent, mine["id"])
                 events = agent.events(instance=mine["id"])
-                count = max(hist.get(("0", "0", "", ""), {0: 0}).values())
+                count = max(hist.get((cgroup_id, "0", "0", "", ""), {0: 0}).values())
                 return (count, events) if count >= EXCHANGES and count == len(events) else None
 
             count, events = wait_for(settled, 15, f"at least {EXCHANGES} samples of the server's socket")
+            assert list(_histograms(agent, mine["id"])) == [(cgroup_id, "0", "0", "", "")]
             # -L: the server's socket only (local port = the listener's); no labels asked for.
             assert {(e["lport"], e["rport"], e["pid"]) for e in events} == {(port, sport, me)}
             assert all(e["srtt_us"] < 10_000 for e in events)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, joined_cgroup, private_cgroup, wait_for
 
 TRACER = "tcpstates"
 
@@ -159,13 +159,16 @@ def test_remote_port_option_counters_and_a_socket_older_than_the_tracer(agent: A
             mine = lambda: sorted(agent.events(instance=inst["id"]), key=lambda e: e["ts"])  # noqa: E731
             wait_for(lambda: [e for e in mine() if e["newstate"] == "CLOSE_WAIT"], 10, "the old client's CLOSE_WAIT")
             old_client.close()
+            here = str(cgroup_id_of(me))
             sports = []
-            for _ in range(connects):
-                client = socket.create_connection(("127.0.0.1", port))
-                sports.append(client.getsockname()[1])
-                conn, _ = listener.accept()
-                client.close()
-                _drain_and_close(conn)
+            with private_cgroup() as cgroup, joined_cgroup(cgroup):  # the new connections' owner, elsewhere
+                cgroup_id = str(os.stat(cgroup).st_ino)
+                for _ in range(connects):
+                    client = socket.create_connection(("127.0.0.1", port))
+                    sports.append(client.getsockname()[1])
+                    conn, _ = listener.accept()
+                    client.close()
+                    _drain_and_close(conn)
 
             def closes() -> list[dict]:
                 events = mine()
@@ -194,23 +197,24 @@ def test_remote_port_option_counters_and_a_socket_older_than_the_tracer(agent: A
                 assert len({e["skaddr"] for e in one}) == 1
                 assert one[0]["skaddr"] in {e["skaddr"] for e in connecting}
 
-            def counters() -> dict[str, float]:
-                return {s["labels"]["newstate"]: s["value"]
-                        for s in agent.get("/samples", name="eunomia_tcpstates_transitions_total", latest=True)
-                        if s["labels"]["instance"] == inst["id"]}
+            def counters() -> dict[tuple[str, str], float]:
+                return {(s["labels"]["cgroup_id"], s["labels"]["newstate"]): s["value"]
+                        for s in agent.latest("eunomia_tcpstates_transitions_total", instance=inst["id"])}
 
-            expected = {"SYN_SENT": connects, "ESTABLISHED": connects, "FIN_WAIT1": connects,
-                        "FIN_WAIT2": connects, "CLOSE": connects + 1, "CLOSE_WAIT": 1, "LAST_ACK": 1}
+            # By the owner's cgroup: the new connections' (from their connect), the old one's
+            # CLOSE_WAIT under 0 (owner unknown yet), then that of the task that closed it.
+            expected = {(cgroup_id, "SYN_SENT"): connects, (cgroup_id, "ESTABLISHED"): connects,
+                        (cgroup_id, "FIN_WAIT1"): connects, (cgroup_id, "FIN_WAIT2"): connects,
+                        (cgroup_id, "CLOSE"): connects, ("0", "CLOSE_WAIT"): 1, (here, "LAST_ACK"): 1,
+                        (here, "CLOSE"): 1}
             wait_for(lambda: counters() == expected, 10, f"the counters to reach {expected}")
 
-            def lifetimes() -> float | None:
-                for s in agent.get("/samples", name="eunomia_tcpstates_lifetime_seconds_count", latest=True):
-                    if s["labels"]["instance"] == inst["id"]:
-                        return s["value"]
-                return None
+            def lifetimes() -> dict[str, float]:
+                return {s["labels"]["cgroup_id"]: s["value"]
+                        for s in agent.latest("eunomia_tcpstates_lifetime_seconds_count", instance=inst["id"])}
 
             # The old connection's birth was not seen: only the new ones are in the histogram.
-            wait_for(lambda: lifetimes() == connects, 10, f"{connects} lifetimes in the histogram")
+            wait_for(lambda: lifetimes() == {cgroup_id: connects}, 10, f"{connects} lifetimes in the histogram")
         finally:
             assert agent.request("DELETE", f"/instances/{inst['id']}").status_code == 204
 
