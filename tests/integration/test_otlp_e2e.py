@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agentctl import Agent, unique, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, unique, wait_for
 from tests.integration.otlp_receiver import OtlpReceiver
 
 PROGRAM = r"""
@@ -58,6 +58,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 def test_a_traced_process_and_its_syscall_counts_reach_the_collector(tmp_path: Path, program: Path,
                                                                      receiver: OtlpReceiver) -> None:
     child = subprocess.Popen([str(program), "wait"], stdin=subprocess.PIPE)
+    cgroup = cgroup_id_of(child.pid)
     otlp = [{"name": "otlp", "args": ["--endpoint", receiver.url, "--interval", "0.2"]}]
     agent = Agent(tmp_path, tracers=[])
     try:
@@ -73,7 +74,7 @@ def test_a_traced_process_and_its_syscall_counts_reach_the_collector(tmp_path: P
         assert child.communicate(b"end\n") == (None, None)
         assert child.returncode == 3
         _check_exit(receiver, child.pid)
-        _check_metrics(receiver)
+        _check_metrics(receiver, cgroup)
         handlers = {i: agent.instance(i)["export_handlers"][0] for i in ids}
     finally:
         if child.poll() is None:
@@ -111,10 +112,13 @@ def _check_exit(receiver: OtlpReceiver, pid: int) -> None:
     assert exec_rec.record.time_unix_nano <= exit_rec.record.time_unix_nano
 
 
-def _check_metrics(receiver: OtlpReceiver) -> None:
+def _check_metrics(receiver: OtlpReceiver, cgroup_id: int) -> None:
+    # the kernel's series are per syscall and cgroup; the agent adds the cgroup's container (the host's here)
+    labels = {"syscall": "getppid", "eunomia.cgroup_id": str(cgroup_id), "container.runtime.name": "host"}
+
     def syscount(name: str) -> list[Any]:
         return [p for p in receiver.points(name)
-                if p.resource["eunomia.tracer"] == "syscount" and p.attributes == {"syscall": "getppid"}]
+                if p.resource["eunomia.tracer"] == "syscount" and p.attributes == labels]
 
     calls = wait_for(lambda: [p for p in syscount("eunomia_syscount_calls_total") if p.point.as_int == GETPPID],
                      20, f"getppid counted {GETPPID} times")[-1]

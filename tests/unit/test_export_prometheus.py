@@ -78,7 +78,7 @@ def test_rules(catalog: Catalog, args: list[str], expected: list[str]) -> None:
                    "tcp_connect_latency_seconds)"),
     (["x=tcp_*"], "a new name needs exactly one metric; 'tcp_*' matches tcp_connects_total, "
                   "tcp_connect_latency_seconds"),
-    (["tcp_connects_total{port}"], "no label 'port' (labels: dport, family)"),
+    (["tcp_connects_total{port}"], "no label 'port' (labels: cgroup_id, dport, family)"),
     (["tcp_connects_total{instance_id}"], "'instance_id' is always kept"),
     (["tcp_connects_total{family=~\"4\"}"], "cannot read the labels"),
     (["lat_total=tcp_connect_latency_seconds"], "only counters end in _total"),
