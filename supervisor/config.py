@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.backoff import BackoffPolicy
+from supervisor.isolation.limits import IsolationConfig
 from supervisor.store.writer import Retention
 from workers.catalog import default_search_path
 
@@ -45,6 +46,7 @@ class AgentConfig:
     metrics_interval: float = 10.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     retention: Retention = field(default_factory=Retention)
+    isolation: IsolationConfig = field(default_factory=IsolationConfig)  # limits of untrusted tracers
 
     @property
     def socket_path(self) -> Path:

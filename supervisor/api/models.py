@@ -33,6 +33,7 @@ class Drops(BaseModel):
     ipc: int
     hook: int
     store: int
+    rate: int = Field(default=0, description="over the event-rate limit of an untrusted tracer")
 
 
 class Instance(BaseModel):
@@ -53,6 +54,9 @@ class Instance(BaseModel):
         "selects and how many cgroups the kernel's map holds for it now")
     worker: dict[str, Any] = Field(description="the live worker's own counters: events read from the ring buffer "
                                    "(produced), handed to IPC (sent), memory (KiB) and CPU time")
+    isolation: dict[str, Any] | None = Field(
+        default=None, description="an untrusted tracer's limits, how they are enforced, and its usage (cgroup "
+        "memory and throttling, BPF run time, the worker's uid, capabilities and no_new_privs); null: no limits")
 
 
 class Parameter(BaseModel):
@@ -69,6 +73,10 @@ class TracerInfo(BaseModel):
     description: str
     builtin: bool
     folder: str
+    origin: str = Field(default="", description="builtin, configured (tracer path at start), path or uploaded "
+                        "(added over the API)")
+    digest: str = Field(default="", description="sha256 over the folder's files (what an allow-list names)")
+    source: str = Field(default="", description="the folder or host path it came from; 'upload' for archives")
     probes: list[str]
     parameters: list[Parameter]
     fields: list[str]

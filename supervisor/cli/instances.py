@@ -12,7 +12,7 @@ from supervisor.cli.client import Client, SocketOption
 
 def _row(inst: dict) -> str:
     drops = inst["drops"]
-    dropped = drops["kernel"] + drops["ipc"] + drops["hook"] + drops["store"]
+    dropped = sum(drops.values())
     error = (inst.get("last_error") or "").splitlines()[0][:60] if inst.get("last_error") else ""
     return (f"{inst['id']:<20} {inst['tracer']:<12} {inst['state']:<9} {str(inst['pid'] or '-'):>7} "
             f"{inst['restarts']:>8} {inst['events']:>10} {dropped:>7}  {error}")
