@@ -10,6 +10,7 @@ from typing import Any
 from supervisor.backoff import BackoffPolicy
 from supervisor.isolation.limits import IsolationConfig
 from supervisor.store.writer import Retention
+from supervisor.tracer_policy import CustomTracerPolicy
 from workers.catalog import default_search_path
 
 DEFAULT_RUNTIME_DIR = Path("/run/eunomia")
@@ -47,6 +48,7 @@ class AgentConfig:
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     retention: Retention = field(default_factory=Retention)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)  # limits of untrusted tracers
+    custom_tracers: CustomTracerPolicy = field(default_factory=CustomTracerPolicy)  # adding them over the API
 
     @property
     def socket_path(self) -> Path:
@@ -55,6 +57,11 @@ class AgentConfig:
     @property
     def log_dir(self) -> Path:
         return self.runtime_dir / "logs"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the agent keeps files of its own: next to the store, or in the runtime dir without one."""
+        return self.db_path.parent if self.db_path is not None else self.runtime_dir
 
 
 def client_socket(explicit: str | None = None) -> Path:

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from supervisor import __version__
+from supervisor.api import tracer_routes
 from supervisor.api.models import EunomiaStartRequest, Health, Instance, Parameter, StartRequest, TracerInfo
 from supervisor.arbiter import Conflict, NotFound, Supervisor
 from supervisor.store.reader import EventQuery, StoreReader
@@ -26,6 +27,7 @@ def _tracer_info(tracer: Tracer) -> TracerInfo:
     spec = tracer.spec
     return TracerInfo(
         name=spec.name, description=spec.description, builtin=tracer.builtin, folder=str(tracer.folder),
+        origin=tracer.origin, digest=tracer.digest, source=tracer.source,
         probes=[f"{p.kind}:{p.target}" for p in spec.probes],
         parameters=[Parameter(name=p.name, type=p.type, flag=p.flag, long_flag=p.long_flag, default=p.default,
                               description=p.description) for p in tracer_args.parameters(spec)],
@@ -36,6 +38,7 @@ def _tracer_info(tracer: Tracer) -> TracerInfo:
 def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer: StoreWriter | None = None) -> FastAPI:
     app = FastAPI(title="Eunomia agent", version=__version__,
                   description="Control API of the Eunomia eBPF agent (unix socket, root only).")
+    app.include_router(tracer_routes.router(supervisor, _tracer_info))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
