@@ -141,15 +141,15 @@ def router(supervisor: Supervisor, tracer_info: Callable[[Tracer], TracerInfo]) 
         instance = Instance(**supervisor.describe(first.watcher))
         if first.ok:
             return _added(added, instance, tracer_info)
-        if added.created:
-            admin.rollback(added.tracer.name)
-        else:
-            supervisor.stop_instance(first.watcher.id, remove=True)
         error = first.watcher.last_error or f"the instance is {first.watcher.state.value}"
         log = first.watcher.last_error_log or ""
         failed = FirstStartFailed(detail=error, kind=error.split(":", 1)[0] if ":" in error else "",
                                   source=failure_source(log, [added.tracer.folder, INCLUDE_DIR]),
                                   log=log.splitlines(), instance=instance)
+        if added.created:
+            admin.rollback(added.tracer.name)
+        else:
+            supervisor.stop_instance(first.watcher.id, remove=True)
         return JSONResponse(status_code=422, content=failed.model_dump(mode="json"))
 
     @api.delete("/tracers/{name}", status_code=204, responses=RESPONSES,
