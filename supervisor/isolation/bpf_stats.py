@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +33,9 @@ _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390
 class StatsSwitch:
     """Reference-counted: statistics are on while at least one user holds them."""
 
-    def __init__(self, sysctl: Path = SYSCTL) -> None:
+    def __init__(self, sysctl: Path = SYSCTL, enable_fd: Callable[[], int] | None = None) -> None:
         self.sysctl = sysctl
+        self.enable_fd = enable_fd or _enable_stats_fd  # a seam for tests: returns an fd or -errno
         self.users = 0
         self.fd: int | None = None
         self.saved_sysctl: str | None = None
@@ -57,7 +59,7 @@ class StatsSwitch:
         return self.fd is not None or self.saved_sysctl is not None
 
     def _enable(self) -> None:
-        fd = _enable_stats_fd()
+        fd = self.enable_fd()
         if fd >= 0:
             self.fd, self.mechanism = fd, "bpf(BPF_ENABLE_STATS)"
             return
