@@ -30,7 +30,7 @@ def load_hook(path: str, source: bytes | None = None) -> ModuleType:
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     module.__file__ = path
-    exec(compile(source, path, "exec"), module.__dict__)  # noqa: S102 - running the tracer's hook is the point
+    exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the hook must run
     return module
 
 
