@@ -62,9 +62,14 @@ class Isolation:
     def limits_for(self, watcher: Watcher) -> IsolationLimits | None:
         return self.config.for_tracer(watcher.tracer.builtin)
 
+    def _cgroup(self, limits: IsolationLimits, controller: str) -> bool:
+        return limits.cgroups and controller in self.cgroups.placements
+
     def mechanisms(self, limits: IsolationLimits) -> dict[str, str | None]:
-        memory = self.cgroups.mechanism("memory") or "RLIMIT_AS (address space)"
-        cpu = self.cgroups.mechanism("cpu") or f"nice {FALLBACK_NICE} (no cgroup cpu controller)"
+        memory = (self.cgroups.mechanism("memory") if self._cgroup(limits, "memory")
+                  else "RLIMIT_AS (address space)")
+        cpu = (self.cgroups.mechanism("cpu") if self._cgroup(limits, "cpu")
+               else f"nice {FALLBACK_NICE} (no cgroup cpu controller in use)")
         return {
             "memory": memory if limits.memory_bytes else None,
             "cpu": cpu if limits.cpu else None,
@@ -85,9 +90,9 @@ class Isolation:
         if limits.event_rate:
             options["event_rate"] = limits.event_rate
             options["event_burst"] = max(1, limits.event_burst)
-        if limits.memory_bytes and "memory" not in self.cgroups.placements:
+        if limits.memory_bytes and not self._cgroup(limits, "memory"):
             options["rlimit_as_extra"] = limits.memory_bytes
-        if limits.cpu and "cpu" not in self.cgroups.placements:
+        if limits.cpu and not self._cgroup(limits, "cpu"):
             options["nice"] = FALLBACK_NICE
         return options
 
@@ -100,10 +105,10 @@ class Isolation:
         state = self._state.get(watcher.id)
         if state is None or state.limits != limits:
             state = self._state[watcher.id] = _Confined(limits)
-        wants_cgroup = (limits.memory_bytes and "memory" in self.cgroups.placements) or (
-            limits.cpu and "cpu" in self.cgroups.placements)
-        if wants_cgroup and state.group is None:
-            state.group = self.cgroups.create(watcher.id, limits.memory_bytes, limits.cpu)
+        memory = limits.memory_bytes if self._cgroup(limits, "memory") else 0
+        cpu = limits.cpu if self._cgroup(limits, "cpu") else 0.0
+        if (memory or cpu) and state.group is None:
+            state.group = self.cgroups.create(watcher.id, memory, cpu)
         if state.group is not None:
             state.group.place(pid)
             state.group.oom_kills_seen = state.group.oom_kills()

@@ -13,6 +13,7 @@ key                meaning                                                  defa
 ``bpf-window``     seconds that BPF time is averaged over                   5
 ``user``           user the worker switches to after attaching              nobody
 ``drop-privileges``  yes/no: no capabilities and no_new_privs after attach  yes
+``cgroups``        yes/no: use cgroups where available (no: rlimits only)    yes
 =================  =======================================================  ==========
 
 ``none`` (or 0) turns a numeric limit off.
@@ -39,6 +40,7 @@ class IsolationLimits:
     bpf_window: float = 5.0
     user: str = "nobody"  # "" keeps uid 0 (capabilities are cleared all the same)
     drop_privileges: bool = True
+    cgroups: bool = True  # False: the rlimit fallback even where cgroup controllers exist
 
     def ids(self) -> tuple[int | None, int | None]:
         """The uid and gid to switch to (None, None: stay uid 0)."""
@@ -101,6 +103,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "bpf-window": ("bpf_window", lambda t: _number(t, 1)),
     "user": ("user", _user),
     "drop-privileges": ("drop_privileges", _bool),
+    "cgroups": ("cgroups", _bool),
 }
 _OFF = {"memory_bytes": 0, "cpu": 0.0, "event_rate": 0.0, "bpf_budget_ms": 0.0}
 

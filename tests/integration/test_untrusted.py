@@ -238,3 +238,28 @@ def test_hook_runs_without_privileges(agent: Agent, builtin_exact: None) -> None
         assert report[attempt] == "PermissionError", (attempt, report)
     assert not Path("/etc/eunomia-sneaky-test").exists()
     _remove(agent, inst["id"])
+
+
+def test_without_cgroups_rlimits_and_priority_hold(tmp_path: Path) -> None:
+    """With `--custom-limit cgroups=no` (as on a host without controllers): RLIMIT_AS makes the
+    hog's allocations fail inside the hook (counted, the worker lives on) and the workers get nice 19."""
+    agent = Agent(tmp_path / "agent", tracers=[], extra=["--custom-limit", "cgroups=no",
+                                                         "--custom-limit", "memory=200M"])
+    caller = Caller(-1, pause=0.05)
+    try:
+        agent.wait_running()
+        inst = _start_on(agent, "hog", caller)
+        assert inst["isolation"]["mechanisms"]["memory"] == "RLIMIT_AS (address space)"
+        assert "cgroups" not in inst["isolation"]
+        limits = Path(f"/proc/{inst['pid']}/limits").read_text()
+        address_space = next(line for line in limits.splitlines() if line.startswith("Max address space"))
+        assert address_space.split()[3] != "unlimited"
+        assert int(Path(f"/proc/{inst['pid']}/stat").read_text().rsplit(")", 1)[1].split()[16]) == 19  # nice
+        caller.go()
+        info = wait_for(lambda: (i := agent.instance(inst["id"]))["worker"].get("hook_errors", 0) >= 3 and i, 30,
+                        "allocations to fail in the hook")
+        assert info["worker"]["hook_last_error"].startswith("MemoryError")
+        assert info["state"] == "running" and info["restarts"] == 0 and info["pid"] == inst["pid"]
+    finally:
+        caller.stop()
+        agent.stop()
