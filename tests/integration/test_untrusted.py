@@ -80,6 +80,10 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
 def builtin_exact(agent: Agent, tmp_path: Path) -> Iterator[None]:
     """After the test: the built-in tracer never restarted, lost nothing, and sees exactly three execs."""
     yield
+    assert_builtin_exact(agent, tmp_path)
+
+
+def assert_builtin_exact(agent: Agent, tmp_path: Path) -> None:
     builtin = agent.by_tracer("process")
     exe = tmp_path / unique("eu-ok")
     shutil.copy("/bin/true", exe)
@@ -243,8 +247,8 @@ def test_hook_runs_without_privileges(agent: Agent, builtin_exact: None) -> None
 def test_without_cgroups_rlimits_and_priority_hold(tmp_path: Path) -> None:
     """With `--custom-limit cgroups=no` (as on a host without controllers): RLIMIT_AS makes the
     hog's allocations fail inside the hook (counted, the worker lives on) and the workers get nice 19."""
-    agent = Agent(tmp_path / "agent", tracers=[], extra=["--custom-limit", "cgroups=no",
-                                                         "--custom-limit", "memory=200M"])
+    agent = Agent(tmp_path / "agent", tracers=["process"], extra=["--custom-limit", "cgroups=no",
+                                                                  "--custom-limit", "memory=200M"])
     caller = Caller(-1, pause=0.05)
     try:
         agent.wait_running()
@@ -260,6 +264,7 @@ def test_without_cgroups_rlimits_and_priority_hold(tmp_path: Path) -> None:
                         "allocations to fail in the hook")
         assert info["worker"]["hook_last_error"].startswith("MemoryError")
         assert info["state"] == "running" and info["restarts"] == 0 and info["pid"] == inst["pid"]
+        assert_builtin_exact(agent, tmp_path)
     finally:
         caller.stop()
         agent.stop()
