@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from supervisor.tracer_intake import IntakeError, copy_folder, extract_archive, 
 from supervisor.tracer_policy import CustomTracerPolicy, Refused
 from workers.catalog import Tracer
 from workers.folder_digest import folder_digest
-from workers.spec import SpecError, load_spec
+from workers.spec import SpecError, TracerSpec, load_spec
 
 if TYPE_CHECKING:
     from supervisor.arbiter import Supervisor
@@ -112,7 +113,7 @@ class TracerAdmin:
         return await self._add(lambda dest: extract_archive(data, dest, self.policy.intake), "uploaded", "upload",
                                None)
 
-    async def _add(self, bring: Any, origin: str, source: str, where: Path | None) -> Added:
+    async def _add(self, bring: Callable[[Path], None], origin: str, source: str, where: Path | None) -> Added:
         async with self._lock:  # one addition at a time: names and folders stay consistent
             staging = self.store / f".staging-{uuid.uuid4().hex}"
             try:
@@ -136,7 +137,7 @@ class TracerAdmin:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def _prepare(self, bring: Any, staging: Path) -> tuple[Path, Any, str]:
+    def _prepare(self, bring: Callable[[Path], None], staging: Path) -> tuple[Path, TracerSpec, str]:
         """In a thread: copy or extract, name the folder after its spec, validate, digest."""
         ensure_private_dir(self.store)
         incoming = staging / "incoming"

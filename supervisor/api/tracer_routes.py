@@ -67,6 +67,7 @@ class FirstStartFailed(BaseModel):
 
 
 def _status(exc: Exception) -> HTTPException:
+    """The HTTP error for an expected failure; anything else is raised again as it is."""
     if isinstance(exc, Refused):
         return HTTPException(403, str(exc))
     if isinstance(exc, TooLarge):
@@ -106,7 +107,8 @@ def router(supervisor: Supervisor, tracer_info: Callable[[Tracer], TracerInfo]) 
         wait: Annotated[float, Query(ge=0, le=300, description="seconds to wait for the instance")] = 60.0,
         args: Annotated[list[str] | None, Query(description="the instance's options (archives; "
                                                              "with a path, in the body)")] = None,
-        id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = None,  # noqa: A002
+        instance_id: Annotated[str | None, Query(alias="id", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                                                 description="the instance's id (start=true)")] = None,
     ) -> Any:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         instance_args: dict[str, Any] | list[str] = list(args or [])
@@ -133,7 +135,7 @@ def router(supervisor: Supervisor, tracer_info: Callable[[Tracer], TracerInfo]) 
         if not start:
             return _added(added, None, tracer_info)
         try:
-            first = await admin.first_start(added.tracer.name, instance_args, id, wait)
+            first = await admin.first_start(added.tracer.name, instance_args, instance_id, wait)
         except Exception as exc:  # noqa: BLE001 - bad options, taken id: mapped, and nothing kept
             if added.created:
                 admin.rollback(added.tracer.name)

@@ -64,8 +64,12 @@ def custom_tracer_settings(enabled: bool, allow: list[str] | None, limits: list[
         raise typer.BadParameter(str(exc), param_hint="--custom-tracer-allow") from None
     try:
         custom = parse_limits(limits or [])
+        custom.ids()  # the user to drop to exists on this host
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--custom-limit") from None
+    except KeyError:
+        raise typer.BadParameter(f"user {custom.user!r} (the default) does not exist on this host; choose one with "
+                                 "user=NAME", param_hint="--custom-limit") from None
     try:
         trusted = parse_limits(builtin, UNLIMITED) if builtin else None
     except ValueError as exc:
