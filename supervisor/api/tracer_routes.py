@@ -64,6 +64,7 @@ class FirstStartFailed(BaseModel):
     source: str | None = Field(description="file:line: the source line the compiler or verifier points at")
     log: list[str] = Field(description="the compiler's or verifier's relevant lines")
     instance: Instance
+    tracer_kept: bool = Field(description="false: the tracer was added by this request and removed again")
 
 
 def _status(exc: Exception) -> HTTPException:
@@ -147,7 +148,7 @@ def router(supervisor: Supervisor, tracer_info: Callable[[Tracer], TracerInfo]) 
         log = first.watcher.last_error_log or ""
         failed = FirstStartFailed(detail=error, kind=error.split(":", 1)[0] if ":" in error else "",
                                   source=failure_source(log, [added.tracer.folder, INCLUDE_DIR]),
-                                  log=log.splitlines(), instance=instance)
+                                  log=log.splitlines(), instance=instance, tracer_kept=not added.created)
         if added.created:
             admin.rollback(added.tracer.name)
         else:

@@ -76,7 +76,10 @@ def _print_failure(body: dict[str, Any]) -> None:
         typer.echo(f"  at {body['source']}", err=True)
     for line in body.get("log") or []:
         typer.echo(f"  | {line}", err=True)
-    typer.echo("the tracer was not kept; fix it and add it again", err=True)
+    if body.get("tracer_kept"):
+        typer.echo("the tracer was loaded before and stays; the failed instance was removed", err=True)
+    else:
+        typer.echo("the tracer was not kept; fix it and add it again", err=True)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -221,6 +221,7 @@ def test_verifier_rejection_of_the_first_instance_comes_back_to_the_caller(agent
     assert body["source"] == "program.bpf.c:14: return *value;"
     assert any("invalid mem access 'map_value_or_null'" in line for line in body["log"])
     assert body["instance"]["state"] == "fatal" and body["instance"]["restarts"] == 0
+    assert body["tracer_kept"] is False
     assert agent.request("GET", f"/tracers/{folder.name}").status_code == 404  # not kept
     assert not [i for i in agent.instances() if i["tracer"] == folder.name]
 
