@@ -38,14 +38,12 @@ class IsolationLimits:
     event_burst: int = 20_000
     bpf_budget_ms: float = 100.0  # per second of wall time, all CPUs together
     bpf_window: float = 5.0
-    user: str = "nobody"  # "" keeps uid 0 (capabilities are cleared all the same)
+    user: str = "nobody"  # never root: uid 0 owns root's files even without capabilities
     drop_privileges: bool = True
     cgroups: bool = True  # False: the rlimit fallback even where cgroup controllers exist
 
-    def ids(self) -> tuple[int | None, int | None]:
-        """The uid and gid to switch to (None, None: stay uid 0)."""
-        if not self.user:
-            return None, None
+    def ids(self) -> tuple[int, int]:
+        """The uid and gid to switch to (KeyError: no such user)."""
         entry = pwd.getpwnam(self.user)
         return entry.pw_uid, entry.pw_gid
 
@@ -55,7 +53,7 @@ class IsolationLimits:
 
 #: No limits at all: how trusted (built-in) tracers run unless configured otherwise.
 UNLIMITED = IsolationLimits(memory_bytes=0, cpu=0.0, event_rate=0.0, event_burst=0, bpf_budget_ms=0.0,
-                            user="", drop_privileges=False)
+                            drop_privileges=False)
 
 
 def parse_size(text: str) -> int:
@@ -85,12 +83,15 @@ def _bool(text: str) -> bool:
 
 
 def _user(text: str) -> str:
-    if text in ("", "root"):
-        return ""
     try:
-        pwd.getpwnam(text)
+        uid = pwd.getpwnam(text).pw_uid
     except KeyError:
         raise ValueError(f"no user named {text!r} on this host") from None
+    if uid == 0:
+        # Capabilities are per thread and only a uid change clears them in every thread at once
+        # (glibc applies set*id to all threads); and uid 0 owns root's files without any capability.
+        raise ValueError(f"{text!r} is root; the worker must become another user (drop-privileges=no keeps root "
+                         "with all its privileges)")
     return text
 
 

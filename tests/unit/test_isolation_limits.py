@@ -26,7 +26,7 @@ def test_builtin_tracers_are_trusted_unless_configured() -> None:
     assert config.for_tracer(builtin=False) == IsolationLimits()
     limited = IsolationConfig(builtin=parse_limits(["memory=1G"], UNLIMITED))
     assert limited.for_tracer(builtin=True) == IsolationLimits(memory_bytes=1 << 30, cpu=0, event_rate=0,
-                                                               event_burst=0, bpf_budget_ms=0, user="",
+                                                               event_burst=0, bpf_budget_ms=0,
                                                                drop_privileges=False)
 
 
@@ -38,10 +38,10 @@ def test_sizes(text: str, size: int) -> None:
 
 def test_parse_limits() -> None:
     limits = parse_limits(["memory=128M", "cpu=0.25", "event-rate=none", "event-burst=50", "bpf-budget=20",
-                           "bpf-window=2", "user=root", "drop-privileges=no"])
+                           "bpf-window=2", "user=daemon", "drop-privileges=no"])
     assert limits == IsolationLimits(memory_bytes=128 << 20, cpu=0.25, event_rate=0.0, event_burst=50,
-                                     bpf_budget_ms=20.0, bpf_window=2.0, user="", drop_privileges=False)
-    assert limits.ids() == (None, None)
+                                     bpf_budget_ms=20.0, bpf_window=2.0, user="daemon", drop_privileges=False)
+    assert limits.ids()[0] not in (None, 0)
 
 
 @pytest.mark.parametrize(("item", "needle"), [
@@ -52,6 +52,7 @@ def test_parse_limits() -> None:
     ("event-burst=0", "limit event-burst: '0' is below 1"),
     ("user=no-such-user-here", "no user named 'no-such-user-here'"),
     ("drop-privileges=maybe", "'maybe' is not yes or no"),
+    ("user=root", "'root' is root; the worker must become another user"),
 ])
 def test_bad_limits_name_the_problem(item: str, needle: str) -> None:
     with pytest.raises(ValueError) as caught:
