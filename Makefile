@@ -41,6 +41,7 @@ bench: setup bench-deps
 	$(PY) bench/run.py
 	$(PY) bench/syscount_overhead.py
 	$(PY) bench/export_path.py
+	$(PY) bench/bpf_stats.py
 
 # peers measured beside Eunomia (not needed to run or test it)
 bench-deps:

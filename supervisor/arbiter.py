@@ -29,6 +29,7 @@ from supervisor.config import AgentConfig
 from supervisor.containers.cgroup_filter import CgroupFilter, ContainerRef
 from supervisor.containers.cgroup_index import unified_root
 from supervisor.export import Exports
+from supervisor.isolation.confinement import Isolation
 from supervisor.sinks import Sink, flatten_samples
 from supervisor.states import PROCESS_STATES, State
 from supervisor.watcher import Watcher, describe_exit
@@ -84,6 +85,7 @@ class Supervisor:
         self.containers: Callable[[], list[ContainerRef]] = containers or list
         self.cgroup_root = unified_root()
         self._next_filter_refresh = 0.0
+        self.isolation = Isolation(config.isolation)  # limits of untrusted tracers' workers
 
     # -- public operations (called on the loop, e.g. by the API) ---------------------
     def start_instance(self, tracer_name: str, args: dict[str, Any] | list[str] | None = None,
@@ -186,6 +188,7 @@ class Supervisor:
             for hop, n in watcher.export.drops().items():
                 info["drops"][hop] += n
             info["export_handlers"] = watcher.export.describe()
+        info["isolation"] = self.isolation.describe(watcher)
         return info
 
     # -- export routing: each instance's data goes to the global sinks and its own handlers only
@@ -224,6 +227,7 @@ class Supervisor:
             await self._stop.wait()
         finally:
             await self._shutdown()
+            self.isolation.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -256,16 +260,22 @@ class Supervisor:
                 watcher.cgroup_ids = frozenset(watcher.cgroup_filter.resolve(self.containers(), self.cgroup_root))
             except ValueError as exc:
                 watcher.last_error = f"cgroup filter: {exc}"
-        plan = watcher.tracer.plan(
-            watcher.id, watcher.args, events_endpoint=self.endpoints.events,
-            control_endpoint=self.endpoints.control, supervisor_pid=os.getpid(),
-            heartbeat_interval=cfg.heartbeat_interval, heartbeat_timeout=cfg.worker_supervisor_timeout,
-            batch_interval=cfg.batch_interval, batch_max=cfg.batch_max, metrics_interval=cfg.metrics_interval,
-            cgroup_ids=sorted(watcher.cgroup_ids),
-        )
+        try:
+            plan = watcher.tracer.plan(
+                watcher.id, watcher.args, events_endpoint=self.endpoints.events,
+                control_endpoint=self.endpoints.control, supervisor_pid=os.getpid(),
+                heartbeat_interval=cfg.heartbeat_interval, heartbeat_timeout=cfg.worker_supervisor_timeout,
+                batch_interval=cfg.batch_interval, batch_max=cfg.batch_max, metrics_interval=cfg.metrics_interval,
+                cgroup_ids=sorted(watcher.cgroup_ids), **self.isolation.plan_options(watcher),
+            )
+        except ValueError as exc:  # a plan the isolation policy refuses
+            watcher.last_error = f"isolation: {exc}"
+            watcher.sm.to(State.STARTING)
+            watcher.sm.to(State.FATAL)
+            return
         watcher.sm.to(State.STARTING)
         try:
-            watcher.spawn(plan)
+            watcher.spawn(plan, confine=lambda pid: self.isolation.confine(watcher, pid))
         except OSError as exc:
             watcher.last_error = f"cannot start the worker process: {exc}"
             watcher.sm.to(State.FATAL)
@@ -285,6 +295,7 @@ class Supervisor:
     def _on_exit(self, watcher: Watcher, code: int) -> None:
         watcher.fold_counters()
         watcher.proc = None
+        watcher.kill_reason = self.isolation.exit_reason(watcher, code) or watcher.kill_reason
         if watcher.state is State.STOPPING:
             watcher.sm.to(State.STOPPED)
             if watcher.remove_when_stopped:
@@ -350,12 +361,16 @@ class Supervisor:
         if now >= self._next_filter_refresh:  # also driven by container events, when there is a source
             self.refresh_filters()
             self._next_filter_refresh = now + FILTER_REFRESH
+        for watcher, reason in self.isolation.tick(now, self.watchers):
+            self._kill(watcher, reason, permanent=True)
         if now >= self._next_self_metrics:
             self._self_metrics()
             self._next_self_metrics = now + cfg.metrics_interval
 
-    def _kill(self, watcher: Watcher, reason: str) -> None:
+    def _kill(self, watcher: Watcher, reason: str, permanent: bool = False) -> None:
+        """SIGKILL the worker; ``permanent``: the instance goes fatal instead of restarting."""
         watcher.kill_reason = reason
+        watcher.permanent_error = watcher.permanent_error or permanent
         if watcher.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 watcher.proc.kill()

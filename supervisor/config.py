@@ -9,7 +9,9 @@ from typing import Any
 
 from supervisor.backoff import BackoffPolicy
 from supervisor.config_schema import ExportHandlerRequest, Listeners
+from supervisor.isolation.limits import IsolationConfig
 from supervisor.store.writer import Retention
+from supervisor.tracer_policy import CustomTracerPolicy
 from workers.catalog import default_search_path
 
 DEFAULT_RUNTIME_DIR = Path("/run/eunomia")
@@ -64,6 +66,8 @@ class AgentConfig:
     default_export_handlers: list[dict[str, Any]] | None = None
     config_file: Path | None = None  # where the settings came from, if from a file
     containers: ContainerSettings = field(default_factory=ContainerSettings)
+    isolation: IsolationConfig = field(default_factory=IsolationConfig)  # limits of untrusted tracers
+    custom_tracers: CustomTracerPolicy = field(default_factory=CustomTracerPolicy)  # adding them over the API
 
     @property
     def socket_path(self) -> Path:
@@ -72,6 +76,11 @@ class AgentConfig:
     @property
     def log_dir(self) -> Path:
         return self.runtime_dir / "logs"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the agent keeps files of its own: next to the store, or in the runtime dir without one."""
+        return self.db_path.parent if self.db_path is not None else self.runtime_dir
 
 
 def client_socket(explicit: str | None = None) -> Path:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ WORKER_FIELDS = frozenset({"cpu_seconds", "produced", "sent", "hook_errors", "ho
                            "kernel_missed_runs", "ipc_frames_dropped", "stack_map_clears",
                            "filter_cgroups", "filter_updates",
                            "parse_errors", "parse_last_error", "helper_errors", "child_pid"})  # bpftrace
-COUNTERS = ("produced", "sent", "ipc_dropped", "kernel_dropped", "hook_dropped", "hook_errors")
+COUNTERS = ("produced", "sent", "ipc_dropped", "kernel_dropped", "hook_dropped", "hook_errors", "rate_dropped")
 
 
 def describe_exit(returncode: int) -> str:
@@ -84,8 +85,9 @@ class Watcher:
     def counter(self, name: str) -> int:
         return self._base.get(name, 0) + int(self.worker.get(name, 0))
 
-    def spawn(self, plan: WorkerPlan) -> None:
-        """Start the worker process; the plan goes over its stdin."""
+    def spawn(self, plan: WorkerPlan, confine: Callable[[int], None] | None = None) -> None:
+        """Start the worker process; the plan goes over its stdin. ``confine(pid)`` runs before
+        the plan is written, while the worker can do nothing but wait for it (OSError: killed)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.log_path.exists() and self.log_path.stat().st_size > LOG_ROTATE_BYTES:
             self.log_path.replace(self.log_path.with_suffix(".log.1"))
@@ -96,6 +98,14 @@ class Watcher:
                 close_fds=True, start_new_session=True,  # terminal signals are for the supervisor only
             )
         assert self.proc.stdin is not None
+        if confine is not None:
+            try:
+                confine(self.proc.pid)
+            except OSError:
+                self.proc.kill()
+                self.proc.wait()
+                self.proc = None
+                raise
         self.proc.stdin.write(msgpack.packb(plan.to_dict(), use_bin_type=True))
         self.proc.stdin.close()
         now = time.monotonic()
@@ -149,7 +159,8 @@ class Watcher:
             "values": self.values,
             "events": self.events_received,
             "drops": {"kernel": self.counter("kernel_dropped"), "ipc": self.counter("ipc_dropped"),
-                      "hook": self.counter("hook_dropped"), "store": 0, "exporter": 0},
+                      "hook": self.counter("hook_dropped"), "store": 0, "exporter": 0,
+                      "rate": self.counter("rate_dropped")},
             "last_error": self.last_error,
             "last_error_log": self.last_error_log,
             "state_since": self.sm.since,

@@ -26,7 +26,7 @@ from ipc.envelope import FrameType, encode, encode_events
 from workers import bt_script
 from workers.bt_output import OutputParser
 from workers.decoder import monotonic_to_epoch_offset
-from workers.hooks import Hook, load_hook
+from workers.hooks import Hook, load_hook, read_hook
 from workers.loader import LoadError
 from workers.plan import WorkerPlan
 from workers.runtime import PR_SET_PDEATHSIG, Worker, _libc, memory_kib
@@ -114,9 +114,11 @@ class BpftraceWorker(Worker):
             self._drain_control()
             if self.stopping:
                 return
+        source = read_hook(plan.hook) if plan.hook else None
+        self._confine()  # an untrusted tracer's hook runs without privileges (bpftrace, its child, keeps them)
         if plan.hook:
             try:
-                self.hook = Hook(load_hook(plan.hook))
+                self.hook = Hook(load_hook(plan.hook, source))
                 if self.hook.on_start:
                     self.hook.on_start(dict(plan.values))
             except Exception as exc:

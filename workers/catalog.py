@@ -10,6 +10,7 @@ from typing import Any
 from workers import args as tracer_args
 from workers.bt_spec import BpftraceSpec
 from workers.ctypes_layout import HEADER_FIELDS, layout
+from workers.folder_digest import folder_digest
 from workers.plan import WorkerPlan
 from workers.probes import fill, placeholders
 from workers.spec import SPEC_FILE, Probe, SpecError, TracerSpec, load_spec
@@ -38,11 +39,19 @@ def default_search_path() -> list[Path]:
     return [BUILTIN_DIR, *extra]
 
 
+#: Where a tracer came from: the agent's own ``bpf/``, a folder on the tracer path at start,
+#: a host path named over the API, or an archive uploaded over the API.
+ORIGINS = ("builtin", "configured", "path", "uploaded")
+
+
 @dataclass(frozen=True, slots=True)
 class Tracer:
     spec: TracerSpec | BpftraceSpec
     folder: Path
     builtin: bool
+    origin: str = "configured"
+    digest: str = ""  # folder_digest() when it was loaded
+    source: str = ""  # what the operator named: the folder on the path, the host path, or "upload"
 
     @property
     def name(self) -> str:
@@ -114,8 +123,21 @@ class Catalog:
                     continue
                 if spec.name in tracers:  # the first folder on the path wins
                     continue
-                tracers[spec.name] = Tracer(spec, folder, builtin=root == BUILTIN_DIR)
+                builtin = root == BUILTIN_DIR
+                tracers[spec.name] = Tracer(spec, folder, builtin=builtin,
+                                            origin="builtin" if builtin else "configured",
+                                            digest=folder_digest(folder), source=str(folder))
         return cls(tracers, errors)
+
+    def add(self, tracer: Tracer) -> None:
+        """Add a tracer at run time; the caller checked that the name is free."""
+        if tracer.name in self.tracers:
+            raise ValueError(f"a tracer named {tracer.name!r} exists already")
+        self.tracers[tracer.name] = tracer
+
+    def remove(self, name: str) -> Tracer:
+        """Forget a tracer; running instances keep their own reference to it."""
+        return self.tracers.pop(name)
 
     def get(self, name: str) -> Tracer:
         try:

@@ -15,12 +15,22 @@ from types import ModuleType
 from typing import Any
 
 
-def load_hook(path: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("eunomia_tracer_hook", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load hook {path}")
+def read_hook(path: str) -> bytes:
+    """The hook's source, read while the worker may still read the agent's private files."""
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def load_hook(path: str, source: bytes | None = None) -> ModuleType:
+    """Run the hook module; ``source`` read earlier by :func:`read_hook` (after a privilege drop
+    the worker may no longer be allowed to open the file). No byte-code cache is used or written."""
+    if source is None:
+        source = read_hook(path)
+    spec = importlib.util.spec_from_loader("eunomia_tracer_hook", loader=None, origin=path)
+    assert spec is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module.__file__ = path
+    exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the hook must run
     return module
 
 

@@ -32,6 +32,11 @@ LOG_TAIL_LINES = 40
 PROLOGUE = "eunomia.h"
 EPILOGUE = "eunomia_epilogue.c"
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*(?://.*|/\*.*)?$')
+# BCC inserts the tracepoint's argument struct (several lines) where TRACEPOINT_PROBE(...)
+# stands, and a line break after the opening brace of every probe function, which shifts
+# every later line of the file. A #line after that brace puts them back, so the verifier's
+# and the compiler's line numbers point at the program as written.
+_TRACEPOINT_PROBE = re.compile(r"^\s*TRACEPOINT_PROBE\s*\(")
 
 
 @dataclass(slots=True)
@@ -136,11 +141,20 @@ def _inline(plan: WorkerPlan, path: Path, seen: set[Path]) -> str:
     """The file with its local ``#include "x.h"`` lines replaced by the headers (each once)."""
     seen.add(path.resolve())
     out = [f'#line 1 "{path.name}"']
+    functions = {p["function"] for p in plan.probes if p.get("function")}
+    probe_function = re.compile(r"^\s*int\s+(" + "|".join(map(re.escape, functions)) + r")\s*\(") \
+        if functions else None
+    in_probe_head = False  # between a probe function's name and its opening brace
     for number, line in enumerate(path.read_text().splitlines(), 1):
         match = _LOCAL_INCLUDE.match(line)
         header = _find_local(plan, match.group(1)) if match else None
         if header is None:
             out.append(line)
+            in_probe_head = in_probe_head or bool(
+                _TRACEPOINT_PROBE.match(line) or (probe_function and probe_function.match(line)))
+            if in_probe_head and "{" in line:
+                out.append(f'#line {number + 1} "{path.name}"')
+                in_probe_head = False
             continue
         if header.resolve() not in seen:
             out.append(_inline(plan, header, seen))

@@ -35,6 +35,14 @@ class WorkerPlan:
     kind: str = "bcc"  # or "bpftrace": program is a script the worker runs with the bpftrace binary
     positional: list[str] = field(default_factory=list)  # bpftrace: $1, $2 … (the tracer's own parameters)
     env: dict[str, str] = field(default_factory=dict)  # bpftrace: BPFTRACE_* settings
+    # Untrusted tracers (see workers/privileges.py and docs/custom-tracers.md):
+    drop_privileges: bool = False  # no_new_privs at start; no capabilities after the attach
+    drop_uid: int | None = None  # and this user from then on (None: stay uid 0 without capabilities)
+    drop_gid: int | None = None
+    event_rate: float = 0.0  # events per second taken from the ring buffer; 0: no limit
+    event_burst: int = 0
+    rlimit_as_extra: int = 0  # without a memory cgroup: address space allowed beyond what is mapped after attach
+    nice: int = 0  # without a cpu cgroup: the workers' scheduling priority after attach
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,11 +20,13 @@ import zmq
 from ipc.channels import DroppingSender, connect_worker
 from ipc.envelope import FrameError, FrameType, decode, encode, encode_events
 from ipc.runtime_dir import Endpoints
+from workers import privileges
 from workers.decoder import EventDecoder, monotonic_to_epoch_offset
-from workers.hooks import Hook, load_hook
+from workers.hooks import Hook, load_hook, read_hook
 from workers.loader import LoadError, attach, compile_program
 from workers.metrics_reader import MetricsReader
 from workers.plan import WorkerPlan
+from workers.rate_limit import TokenBucket
 
 EXIT_OK = 0
 EXIT_LOST_SUPERVISOR = 3
@@ -66,6 +68,10 @@ class Worker:
         self.produced = 0  # records read from the ring buffer
         self.sent = 0  # events handed to the IPC queue
         self.hook_dropped = 0  # events the hook chose to drop or failed on
+        self.rate_dropped = 0  # records over the event-rate limit: counted, never copied
+        self.bucket = TokenBucket(plan.event_rate, max(1, plan.event_burst)) if plan.event_rate > 0 else None
+        self.allowance = -1  # records the bucket allows in this read of the ring buffer; -1: no limit
+        self.dropped_privileges: privileges.PrivilegeReport | None = None
         self.hook: Hook | None = None
         self.decoder: EventDecoder | None = None
         self.metrics: MetricsReader | None = None
@@ -120,6 +126,7 @@ class Worker:
             "produced": self.produced,
             "sent": self.sent,
             "hook_dropped": self.hook_dropped,
+            "rate_dropped": self.rate_dropped,
             "ipc_dropped": self.sender.items_dropped,
             "ipc_frames_dropped": self.sender.frames_dropped,  # including metrics frames, which carry no events
             "kernel_dropped": kernel,  # ring buffer or map full, plus missed program runs
@@ -150,13 +157,32 @@ class Worker:
             self.bpf[self.plan.event["ringbuf"]].open_ring_buffer(self._on_record)
         if self.plan.metrics:
             self.metrics = MetricsReader(self.bpf, self.plan.metrics)
+        source = read_hook(self.plan.hook) if self.plan.hook else None
+        self._confine()
         if self.plan.hook:
             try:
-                self.hook = Hook(load_hook(self.plan.hook))
+                self.hook = Hook(load_hook(self.plan.hook, source))
                 if self.hook.on_start:
                     self.hook.on_start(dict(self.plan.values))
             except Exception as exc:
                 raise LoadError("hook", f"the hook failed to start: {exc.__class__.__name__}: {exc}") from exc
+
+    def _confine(self) -> None:
+        """The untrusted tracer's limits that the worker applies itself, then the privilege drop."""
+        plan = self.plan
+        if plan.rlimit_as_extra:
+            privileges.limit_address_space(plan.rlimit_as_extra)
+        if plan.nice:
+            privileges.lower_priority(plan.nice)
+        if not plan.drop_privileges:
+            return
+        if any(isinstance(label, dict) and label.get("stack") == "kernel"
+               for m in plan.metrics for label in m.get("labels", [])):
+            self.bpf.ksym(0)  # read /proc/kallsyms now: without CAP_SYSLOG its addresses read as zero
+        try:
+            self.dropped_privileges = privileges.drop_privileges(plan.drop_uid, plan.drop_gid, plan.supervisor_pid)
+        except OSError as exc:
+            raise LoadError("isolation", f"cannot drop privileges: {exc}") from exc
 
     def _agent_pids(self) -> set[int]:
         """The supervisor's other workers; later forks are added by the program itself."""
@@ -188,22 +214,35 @@ class Worker:
         self.filter_cgroups = len(wanted)
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+        if self.allowance == 0:  # over the event-rate limit
+            self.produced += 1
+            self.rate_dropped += 1
+            return
+        self.allowance -= 1
         self.raw.append(ctypes.string_at(data, size))
 
     # -- reading ---------------------------------------------------------------------
     def _wait_for_data(self, poll_ms: int) -> None:
         """Wait at most ``poll_ms`` for the kernel's output and collect what arrived."""
         if self.decoder is not None:
-            # Probes wake us only once a CPU has queued a slice of the ring; on timeout,
-            # poll() reads nothing, so consume() collects what arrived without a wakeup.
-            self.bpf.ring_buffer_poll(poll_ms)
-            self.bpf.ring_buffer_consume()
+            self._read_ring(poll_ms)
         else:
             time.sleep(poll_ms / 1000)
 
+    def _read_ring(self, poll_ms: int) -> None:
+        """Poll, then consume what arrived without a wakeup, within the event-rate allowance."""
+        if self.bucket is not None:
+            self.allowance = start = self.bucket.available()
+        # Probes wake us only once a CPU has queued a slice of the ring; on timeout,
+        # poll() reads nothing, so consume() collects what arrived without a wakeup.
+        self.bpf.ring_buffer_poll(poll_ms)
+        self.bpf.ring_buffer_consume()
+        if self.bucket is not None:
+            self.bucket.spend(start - self.allowance)
+
     def _final_drain(self) -> None:
         if self.decoder is not None:
-            self.bpf.ring_buffer_consume()
+            self._read_ring(0)
 
     def _columns(self) -> list[str]:
         return self.decoder.columns if self.decoder else []
@@ -295,6 +334,8 @@ class Worker:
 def run_worker(plan: WorkerPlan) -> int:
     die_with_parent(plan.supervisor_pid)
     faulthandler.enable()
+    if plan.drop_privileges:  # per-thread settings: before ZeroMQ starts its I/O thread
+        privileges.restrict_future_privileges()
     if plan.kind == "bpftrace":
         from workers.bt_runtime import BpftraceWorker
 

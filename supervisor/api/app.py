@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from supervisor import __version__
 from supervisor.api import containers as containers_api
+from supervisor.api import tracer_routes
 from supervisor.api.metrics import metrics_response
 from supervisor.api.models import (
     EunomiaStartRequest,
@@ -43,6 +44,7 @@ def _tracer_info(tracer: Tracer) -> TracerInfo:
     spec = tracer.spec
     return TracerInfo(
         name=spec.name, description=spec.description, builtin=tracer.builtin, folder=str(tracer.folder),
+        origin=tracer.origin, digest=tracer.digest, source=tracer.source,
         probes=[f"{p.kind}:{p.target}" for p in spec.probes],
         parameters=[Parameter(name=p.name, type=p.type, flag=p.flag, long_flag=p.long_flag, default=p.default,
                               description=p.description) for p in tracer_args.parameters(spec)],
@@ -57,6 +59,7 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
                   description="Control API of the Eunomia eBPF agent (unix socket, root only).")
     registry = metrics if metrics is not None else agent_registry(supervisor, writer)
     app.include_router(containers_api.router(containers))
+    app.include_router(tracer_routes.router(supervisor, _tracer_info))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

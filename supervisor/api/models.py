@@ -50,6 +50,7 @@ class Drops(BaseModel):
     ipc: int
     hook: int
     store: int
+    rate: int = Field(default=0, description="over the event-rate limit of an untrusted tracer")
     exporter: int = Field(description="events lost by export handlers other than sqlite, summed over them")
 
 
@@ -95,6 +96,9 @@ class Instance(BaseModel):
     worker: dict[str, Any] = Field(description="the live worker's own counters: events read from the ring buffer "
                                    "(produced), handed to IPC (sent), memory (KiB) and CPU time")
     export_handlers: list[ExportHandlerState] = Field(default_factory=list)
+    isolation: dict[str, Any] | None = Field(
+        default=None, description="an untrusted tracer's limits, how they are enforced, and its usage (cgroup "
+        "memory and throttling, BPF run time, the worker's uid, capabilities and no_new_privs); null: no limits")
 
 
 class Parameter(BaseModel):
@@ -111,6 +115,10 @@ class TracerInfo(BaseModel):
     description: str
     builtin: bool
     folder: str
+    origin: str = Field(default="", description="builtin, configured (tracer path at start), path or uploaded "
+                        "(added over the API)")
+    digest: str = Field(default="", description="sha256 over the folder's files (what an allow-list names)")
+    source: str = Field(default="", description="the folder or host path it came from; 'upload' for archives")
     probes: list[str]
     parameters: list[Parameter]
     fields: list[str]

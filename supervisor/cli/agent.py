@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from supervisor.config_file import CONFIG_ENV, DEFAULT_CONFIG, EX_CONFIG, ConfigError, Overrides, choose_file, resolve
+from supervisor.isolation.limits import UNLIMITED, IsolationConfig, parse_limits
+from supervisor.tracer_policy import CustomTracerPolicy
 
 
 def run(
@@ -39,6 +42,15 @@ def run(
     container_grace: float = typer.Option(None, min=0.0,
                                           help="seconds a removed container still names late events [default: 60]"),
     no_containers: bool = typer.Option(False, help="no container columns on events (docs/containers.md)"),
+    allow_custom_tracers: bool = typer.Option(False, help="allow adding and removing tracers over the API"),
+    custom_tracer_allow: list[str] = typer.Option(None, metavar="DIR|sha256:HEX",
+                                                  help="accept only tracers under this directory or with this "
+                                                       "digest (repeatable)"),
+    custom_limit: list[str] = typer.Option(None, metavar="KEY=VALUE",
+                                           help="limit of untrusted tracers' workers, e.g. memory=128M, cpu=0.25, "
+                                                "event-rate=5000, bpf-budget=50 (see docs/custom-tracers.md)"),
+    builtin_limit: list[str] = typer.Option(None, metavar="KEY=VALUE",
+                                            help="limit the built-in tracers' workers too (none by default)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the agent in the foreground (what the systemd service runs).
@@ -68,6 +80,9 @@ def run(
             typer.echo(f"eunomia: config error: {line}", err=True)
         typer.echo(f"eunomia: not started (exit status {EX_CONFIG}); see docs/operations.md", err=True)
         raise typer.Exit(EX_CONFIG) from None
+    for name, value in custom_tracer_settings(allow_custom_tracers, custom_tracer_allow, custom_limit,
+                                              builtin_limit).items():
+        setattr(agent_config, name, value)
     if check:
         names = ", ".join(r.instance_id or r.tracer for r in agent_config.default_tracers) or "none"
         typer.echo(f"{path or 'built-in defaults'}: OK (tracers: {names})")
@@ -79,3 +94,25 @@ def run(
     except StartError as exc:
         typer.echo(f"eunomia: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def custom_tracer_settings(enabled: bool, allow: list[str] | None, limits: list[str] | None,
+                           builtin: list[str] | None) -> dict[str, Any]:
+    """AgentConfig's isolation and custom_tracers from the options (typer.BadParameter names the bad one)."""
+    try:
+        policy = CustomTracerPolicy.from_allow_list(enabled, allow)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--custom-tracer-allow") from None
+    try:
+        custom = parse_limits(limits or [])
+        custom.ids()  # the user to drop to exists on this host
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--custom-limit") from None
+    except KeyError:
+        raise typer.BadParameter(f"user {custom.user!r} (the default) does not exist on this host; choose one with "
+                                 "user=NAME", param_hint="--custom-limit") from None
+    try:
+        trusted = parse_limits(builtin, UNLIMITED) if builtin else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--builtin-limit") from None
+    return {"custom_tracers": policy, "isolation": IsolationConfig(custom=custom, builtin=trusted)}

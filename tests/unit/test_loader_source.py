@@ -47,3 +47,22 @@ def test_line_directives_keep_compiler_messages_pointing_at_the_right_file(tmp_p
     directive = next(line for line in reversed(lines[:probe]) if line.startswith("#line"))
     assert directive == '#line 5 "program.bpf.c"'  # the next line is the program's 5th
     assert lines[lines.index("BPF_HASH(shared_map, u32, u64);") - 1] == '#line 3 "shared.h"'
+
+
+def test_line_numbers_after_a_tracepoint_probe_survive_bccs_inserted_struct(tmp_path: Path) -> None:
+    program = '#include "eunomia.h"\nTRACEPOINT_PROBE(sched, sched_process_exec)\n{\n    return 0;\n}\n' \
+              "TRACEPOINT_PROBE(sched, sched_process_exit) {  // same line\n    return 1;\n}\n"
+    lines = assemble_source(_plan(tmp_path, program)).splitlines()
+    first = lines.index("TRACEPOINT_PROBE(sched, sched_process_exec)")
+    assert lines[first + 1] == "{"
+    assert lines[first + 2] == '#line 4 "program.bpf.c"'  # after the brace, where BCC adds a line break
+    second = lines.index("TRACEPOINT_PROBE(sched, sched_process_exit) {  // same line")
+    assert lines[second + 1] == '#line 7 "program.bpf.c"'
+
+
+def test_line_numbers_after_a_named_probe_function(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "int on_malloc(struct pt_regs *ctx)\n{\n    return 0;\n}\nint other(void)\n{\n}\n")
+    plan.probes = [{"kind": "uprobe", "target": "c:malloc", "function": "on_malloc"}]
+    lines = assemble_source(plan).splitlines()
+    assert lines[lines.index("int on_malloc(struct pt_regs *ctx)") + 2] == '#line 3 "program.bpf.c"'
+    assert lines[lines.index("int other(void)") + 2] != '#line 7 "program.bpf.c"'
