@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from supervisor.cli import agent, containers, doctor, instances, query, trace, tracers
+from supervisor.cli import agent, apply, containers, doctor, instances, query, trace, tracers
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -19,6 +19,8 @@ app.command()(instances.rm)
 app.command(context_settings=_EXTRA)(trace.trace)
 app.command()(doctor.doctor)
 app.command()(containers.containers)
+app.command()(apply.apply)
+app.command("export-state")(apply.export_state)
 app.add_typer(query.app, name="query")
 app.add_typer(tracers.app, name="tracers")
 

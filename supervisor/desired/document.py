@@ -150,7 +150,11 @@ def parse(data: Any) -> list[DesiredInstance]:
     valid: list[tuple[int, DesiredInstance]] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
-        instance = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+        if not isinstance(item, dict):
+            problems.append(Problem(f"expected a mapping {{id, tracer, args, export_handlers, state}}, not "
+                                    f"{type(item).__name__}", index))
+            continue
+        instance = item.get("id") if isinstance(item.get("id"), str) else None
         try:
             doc = InstanceDoc.model_validate(item)
         except ValidationError as exc:
