@@ -44,6 +44,9 @@ class StateFile:
         self.writable = True  # False when a bad file could not be moved aside: never overwrite it
 
     def load(self) -> LoadResult:
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):  # a save cut short by a crash
+            with contextlib.suppress(OSError):
+                stale.unlink()
         try:
             raw = self._read()
         except FileNotFoundError:

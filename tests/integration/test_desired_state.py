@@ -188,6 +188,48 @@ def test_an_instance_whose_tracer_is_gone_is_reported_and_kept(tmp_path: Path) -
         assert again.stop() == 0
 
 
+def _config(tmp: Path, tracers: str) -> Path:
+    path = tmp / "eunomia.yaml"
+    path.write_text(f"tracers:\n{tracers}")
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_the_saved_state_wins_until_the_config_file_changes(tmp_path: Path) -> None:
+    config = _config(tmp_path, "  - {name: opensnoop, id: cfg-opens, args: {failed: true}}\n"
+                               "  - {name: process, id: cfg-execs}\n")
+    agent = Agent(tmp_path, tracers=None, extra=["--config", str(config)])
+    try:  # first start: the configured tracers; then changes through the API
+        assert sorted(i["id"] for i in agent.wait_running()) == ["cfg-execs", "cfg-opens"]
+        agent.request("POST", "/instances/cfg-execs/stop")
+        agent.start("opensnoop", ["-p", "1"], id="mine")
+        agent.wait_state("mine", "running")
+    finally:
+        assert agent.stop() == 0
+    agent = Agent(tmp_path, tracers=None, extra=["--config", str(config)])
+    try:  # the same config: the saved state, exactly (the stop through the API is not undone)
+        _wait_up(agent)
+        assert agent.get("/health")["desired"]["config_changes"] == []
+        assert agent.wait_state("cfg-opens", "running")["args"] == {"failed": True}
+        assert agent.wait_state("mine", "running")["args"] == ["-p", "1"]
+        assert agent.instance("cfg-execs")["state"] == "stopped"
+    finally:
+        assert agent.stop() == 0
+    _config(tmp_path, "  - {name: opensnoop, id: cfg-opens, args: {failed: false}}\n"
+                      "  - {name: tcpconnect, id: cfg-tcp}\n")
+    agent = Agent(tmp_path, tracers=None, extra=["--config", str(config)])
+    try:  # an edited config: its changed and new entries apply, its dropped one goes; "mine" is left alone
+        instances = agent.wait_running()
+        assert [(i["id"], i["tracer"], i["args"]) for i in instances] == \
+            [("cfg-opens", "opensnoop", {"failed": False}), ("mine", "opensnoop", ["-p", "1"]),
+             ("cfg-tcp", "tcpconnect", {})]
+        assert agent.get("/health")["desired"]["config_changes"] == [
+            "cfg-execs: removed (no longer in the configuration)",
+            "cfg-opens: replaced (changed in the configuration)", "cfg-tcp: added (new in the configuration)"]
+    finally:
+        assert agent.stop() == 0
+
+
 # -- eunomiactl apply to three agents ------------------------------------------------------------
 
 

@@ -168,6 +168,9 @@ def test_state_file_round_trip_mode_and_atomic_replace(tmp_path: Path) -> None:
     sf.save(state)
     assert sf.load().saved == state
     assert sorted(p.name for p in path.parent.iterdir()) == ["desired.json"]  # no temporary file left
+    (path.parent / ".desired.json.tmp-4242").write_bytes(b"{")  # a save that a crash cut short
+    assert sf.load().saved == state
+    assert sorted(p.name for p in path.parent.iterdir()) == ["desired.json"]
 
 
 @pytest.mark.parametrize(("content", "reason"), [
