@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from supervisor.arbiter import NotFound, Supervisor
 from supervisor.config import AgentConfig, InstanceRequest
 from supervisor.containers.cgroup_filter import CgroupFilter
-from supervisor.desired.document import DesiredInstance, DocumentError, Problem, parse, render
+from supervisor.desired.document import DesiredInstance, DocumentError, Problem, RunState, parse, render
 from supervisor.desired.merge import configured_instances, merge
 from supervisor.desired.plan import Step, plan
 from supervisor.desired.state_file import STATE_FILE_NAME, LoadResult, SavedState, StateFile
@@ -83,7 +83,7 @@ class DesiredState:
         for entry in self.initial:
             self.entries[entry.id] = entry
             self._create(entry)
-        if self.restored:
+        if self.restored and self.file is not None:
             log.info("desired state: %d instance(s) restored from %s", len(self.entries), self.file.path)
         self._save_sync()
 
@@ -133,10 +133,10 @@ class DesiredState:
         self.errors.pop(instance_id, None)
         await self.save()
 
-    def _set_state(self, instance_id: str, state: str) -> None:
+    def _set_state(self, instance_id: str, state: RunState) -> None:
         entry = self.entries.get(instance_id)
         if entry is not None:
-            self.entries[instance_id] = entry.with_state("running" if state == "running" else "stopped")
+            self.entries[instance_id] = entry.with_state(state)
 
     # -- the whole document -----------------------------------------------------------
     def document(self) -> dict[str, Any]:
@@ -243,7 +243,8 @@ class DesiredState:
         self.entries[step.id] = new
         return step.action, None
 
-    async def _wait(self, done: Any) -> None:
+    async def _wait(self, done: Callable[[], bool]) -> None:
+        """Until ``done()``, or the time an instance may take to stop (then it has been killed) has passed."""
         deadline = asyncio.get_running_loop().time() + self.supervisor.config.stop_timeout + STOP_GRACE
         while not done() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
