@@ -49,7 +49,7 @@ class StateFile:
                 stale.unlink()
         try:
             raw = self._read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing there to keep
             return LoadResult(None)
         except (OSError, ValueError) as exc:
             return self._refuse(str(exc))
