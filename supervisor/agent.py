@@ -17,6 +17,7 @@ from supervisor.api.server import ApiServer, MetricsServer, TcpApiServer, bind_t
 from supervisor.arbiter import Supervisor
 from supervisor.config import AgentConfig
 from supervisor.containers.service import ContainerService
+from supervisor.desired import DesiredState
 from supervisor.export import Exports
 from supervisor.export.collector import agent_registry
 from supervisor.service_status import ServiceReporter
@@ -103,6 +104,8 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
         containers.follow(asyncio.get_running_loop(), supervisor.refresh_filters)  # the cgroup filters, at once
         containers.start()
     reporter.supervisor = supervisor
+    desired = DesiredState.for_agent(supervisor, config)  # reads the state file now, restores as the loop starts
+    supervisor.startup = desired.restore
     registry = agent_registry(supervisor, writer)
     servers: list[ApiServer | MetricsServer | TcpApiServer] = []
     metrics_address = None
@@ -111,7 +114,7 @@ async def run_agent(config: AgentConfig, on_ready: Callable[[], None] | None = N
         metrics_address = metrics_server.address
         servers.append(metrics_server)
         log.info("metrics on http://%s/metrics", metrics_address)
-    app = create_app(supervisor, reader, writer, registry, metrics_address, containers=containers)
+    app = create_app(supervisor, reader, writer, registry, metrics_address, containers=containers, desired=desired)
     if config.serve_api:
         servers.append(ApiServer(app, config.socket_path))
     if control_tcp is not None:

@@ -86,13 +86,16 @@ class Supervisor:
         self.cgroup_root = unified_root()
         self._next_filter_refresh = 0.0
         self.isolation = Isolation(config.isolation)  # limits of untrusted tracers' workers
+        #: starts the first instances once the IPC sockets are bound; default: the configured tracers
+        self.startup: Callable[[], None] = self._start_configured
 
     # -- public operations (called on the loop, e.g. by the API) ---------------------
     def start_instance(self, tracer_name: str, args: dict[str, Any] | list[str] | None = None,
                        instance_id: str | None = None,
-                       export_handlers: list[dict[str, Any]] | None = None) -> Watcher:
+                       export_handlers: list[dict[str, Any]] | None = None, start: bool = True) -> Watcher:
         """Validate and start a new instance. Raises KeyError (tracer), ArgsError, ExportConfigError,
-        Conflict. ``export_handlers`` None means the agent's default handlers."""
+        Conflict. ``export_handlers`` None means the agent's default handlers. ``start=False``: the
+        instance is created stopped (``restart_instance`` starts it)."""
         tracer = self.catalog.get(tracer_name)
         values = tracer_args.resolve(tracer.spec, args)
         cgroup_filter = CgroupFilter.from_values(values)
@@ -112,7 +115,8 @@ class Supervisor:
             export=export,
         )
         self.watchers[instance_id] = watcher
-        self._spawn(watcher)
+        if start:
+            self._spawn(watcher)
         return watcher
 
     def get(self, instance_id: str) -> Watcher:
@@ -214,12 +218,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_shutdown)
-        for request in cfg.default_tracers:
-            try:
-                self.start_instance(request.tracer, request.args, request.instance_id,
-                                    export_handlers=[h.model_dump() for h in request.export_handlers] or None)
-            except (KeyError, ValueError, Conflict) as exc:
-                log.error("default tracer %s not started: %s", request.tracer, exc)
+        self.startup()
         self._maybe_ready()  # no default tracer, or none could be spawned
         tasks = [asyncio.create_task(coro) for coro in
                  (self._events_loop(), self._control_loop(), self._tick_loop(), *(extra_tasks or []))]
@@ -236,6 +235,14 @@ class Supervisor:
             self._ctx.term()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+    def _start_configured(self) -> None:
+        for request in self.config.default_tracers:
+            try:
+                self.start_instance(request.tracer, request.args, request.instance_id,
+                                    export_handlers=[h.model_dump() for h in request.export_handlers] or None)
+            except (KeyError, ValueError, Conflict) as exc:
+                log.error("default tracer %s not started: %s", request.tracer, exc)
 
     async def _shutdown(self) -> None:
         for watcher in list(self.watchers.values()):

@@ -65,6 +65,7 @@ class AgentConfig:
     #: handlers of instances started without ``export_handlers``; None: [{"name": "sqlite"}] when there is a store
     default_export_handlers: list[dict[str, Any]] | None = None
     config_file: Path | None = None  # where the settings came from, if from a file
+    state_file: Path | None = None  # the desired state (docs/operations.md); default: desired.json next to the store
     containers: ContainerSettings = field(default_factory=ContainerSettings)
     isolation: IsolationConfig = field(default_factory=IsolationConfig)  # limits of untrusted tracers
     custom_tracers: CustomTracerPolicy = field(default_factory=CustomTracerPolicy)  # adding them over the API

@@ -239,6 +239,7 @@ def build(cfg: ConfigFile, overrides: Overrides, config_file: Path | None = None
             grace=cfg.containers.grace if overrides.container_grace is None else overrides.container_grace,
             max_containers=cfg.containers.max_containers),
         config_file=config_file,
+        state_file=cfg.state_file,
     )
 
 

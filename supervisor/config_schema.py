@@ -223,6 +223,7 @@ class ConfigFile(_Model):
     runtime_dir: Annotated[AbsolutePath, AfterValidator(_fits_runtime_sockets)] = Path("/run/eunomia")
     api_socket: Annotated[AbsolutePath, AfterValidator(_fits_unix_socket)] | None = None  # <runtime_dir>/eunomia.sock
     store: Store = Field(default_factory=Store)
+    state_file: AbsolutePath | None = None  # the desired state; default: desired.json next to store.path
     tracer_path: list[AbsolutePath] = Field(default_factory=list)  # searched after the built-in tracers
     tracers: list[TracerEntry] | None = None  # None: the built-in default set; []: none
     heartbeat: Heartbeat = Field(default_factory=Heartbeat)

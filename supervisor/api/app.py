@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from supervisor import __version__
 from supervisor.api import containers as containers_api
+from supervisor.api import desired as desired_api
 from supervisor.api import tracer_routes
 from supervisor.api.metrics import metrics_response
 from supervisor.api.models import (
@@ -24,6 +25,7 @@ from supervisor.api.models import (
     TracerInfo,
 )
 from supervisor.arbiter import Conflict, NotFound, Supervisor
+from supervisor.desired import DesiredState
 from supervisor.export import ExportConfigError, handler_types
 from supervisor.export.collector import agent_registry
 from supervisor.store.reader import EventQuery, StoreReader
@@ -54,12 +56,15 @@ def _tracer_info(tracer: Tracer) -> TracerInfo:
 
 def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer: StoreWriter | None = None,
                metrics: CollectorRegistry | None = None, metrics_address: str | None = None,
-               containers: ContainerService | None = None) -> FastAPI:
+               containers: ContainerService | None = None, desired: DesiredState | None = None) -> FastAPI:
+    """``desired`` records (and saves) what the API changes; without it, the changes are kept in memory only."""
     app = FastAPI(title="Eunomia agent", version=__version__,
                   description="Control API of the Eunomia eBPF agent (unix socket, root only).")
     registry = metrics if metrics is not None else agent_registry(supervisor, writer)
+    desired = desired if desired is not None else DesiredState(supervisor)
     app.include_router(containers_api.router(containers))
     app.include_router(tracer_routes.router(supervisor, _tracer_info))
+    app.include_router(desired_api.router(desired))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,11 +72,11 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
                     for e in exc.errors()]
         return JSONResponse(status_code=400, content={"detail": "; ".join(problems)})
 
-    def _start(tracer: str, args: dict[str, Any] | list[str], instance_id: str | None,
-               export_handlers: list[ExportHandlerSpec] | None) -> Instance:
+    async def _start(tracer: str, args: dict[str, Any] | list[str], instance_id: str | None,
+                     export_handlers: list[ExportHandlerSpec] | None) -> Instance:
         handlers = None if export_handlers is None else [h.model_dump() for h in export_handlers]
         try:
-            watcher = supervisor.start_instance(tracer, args, instance_id, handlers)
+            watcher = await desired.start(tracer, args, instance_id, handlers)
         except (ArgsError, ExportConfigError) as exc:
             raise HTTPException(400, str(exc)) from None
         except Conflict as exc:
@@ -95,8 +100,10 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
                      "samples_written": s.samples_written, "errors": s.errors, "last_error": s.last_error,
                      "dropped": sum(s.dropped.values()), "queued_rows": writer.queued_rows}
         summary = supervisor.summary()
-        status = "ok" if not summary["states"].get("fatal") else "degraded"
+        desired_health = desired.health()
+        status = "ok" if not summary["states"].get("fatal") and not desired_health["problems"] else "degraded"
         return Health(status=status, version=__version__, store=store, metrics_address=metrics_address,
+                      desired=desired_health,
                       tracer_errors={k: str(v) for k, v in supervisor.catalog.errors.items()}, **summary)
 
     @app.get("/metrics", tags=["agent"], response_class=Response,
@@ -130,12 +137,12 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
 
     @app.post("/instances", response_model=Instance, status_code=201, responses=ERRORS, tags=["instances"])
     async def start_instance(body: StartRequest) -> Instance:
-        return _start(body.tracer, body.args, body.id, body.export_handlers)
+        return await _start(body.tracer, body.args, body.id, body.export_handlers)
 
     @app.post("/start", response_model=Instance, status_code=201, responses=ERRORS, tags=["instances"],
               summary="Start a tracer (Eunomia's original API)")
     async def eunomia_start(body: EunomiaStartRequest) -> Instance:
-        return _start(body.name, body.args, None, body.export_handlers)
+        return await _start(body.name, body.args, None, body.export_handlers)
 
     @app.get("/instances/{instance_id}", response_model=Instance, responses=ERRORS, tags=["instances"])
     async def get_instance(instance_id: str) -> Instance:
@@ -144,20 +151,22 @@ def create_app(supervisor: Supervisor, reader: StoreReader | None = None, writer
     @app.post("/instances/{instance_id}/stop", response_model=Instance, responses=ERRORS, tags=["instances"])
     async def stop_instance(instance_id: str) -> Instance:
         _instance(instance_id)
-        return Instance(**supervisor.describe(supervisor.stop_instance(instance_id)))
+        return Instance(**supervisor.describe(await desired.stop(instance_id)))
 
     @app.post("/instances/{instance_id}/restart", response_model=Instance, responses=ERRORS, tags=["instances"])
     async def restart_instance(instance_id: str) -> Instance:
         _instance(instance_id)
         try:
-            return Instance(**supervisor.describe(supervisor.restart_instance(instance_id)))
+            return Instance(**supervisor.describe(await desired.restart(instance_id)))
         except Conflict as exc:
             raise HTTPException(409, str(exc)) from None
 
     @app.delete("/instances/{instance_id}", status_code=204, responses=ERRORS, tags=["instances"])
     async def delete_instance(instance_id: str) -> None:
-        _instance(instance_id)
-        supervisor.stop_instance(instance_id, remove=True)
+        try:
+            await desired.remove(instance_id)
+        except NotFound as exc:
+            raise HTTPException(404, exc.args[0]) from None
 
     @app.get("/events", tags=["store"], responses={503: {"description": "no store configured"}})
     def events(

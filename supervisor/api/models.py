@@ -138,6 +138,10 @@ class Health(BaseModel):
     store: dict[str, Any] | None
     tracer_errors: dict[str, str]
     metrics_address: str | None = Field(default=None, description="the TCP metrics listener, when configured")
+    desired: dict[str, Any] | None = Field(
+        default=None, description="the desired state: its file, saves, and problems (a state file that could not "
+        "be restored, a save that failed, desired instances that do not exist); any problem makes the status "
+        "'degraded'")
 
 
 class Error(BaseModel):

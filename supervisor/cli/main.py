@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from supervisor.cli import agent, containers, doctor, instances, new, query, trace, tracers
+from supervisor.cli import agent, apply, containers, doctor, instances, new, query, trace, tracers
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -20,6 +20,8 @@ app.command(context_settings=_EXTRA)(trace.trace)
 app.command()(doctor.doctor)
 app.command()(containers.containers)
 app.command()(new.new)
+app.command()(apply.apply)
+app.command("export-state")(apply.export_state)
 app.add_typer(query.app, name="query")
 app.add_typer(tracers.app, name="tracers")
 

@@ -7,9 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from supervisor.config import DEFAULT_DB, DEFAULT_RUNTIME_DIR, AgentConfig
 from supervisor.config_file import DEFAULT_CONFIG, EX_CONFIG, Overrides, build, parse_text
+from supervisor.desired import document as desired_document
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "eunomia.service"
@@ -55,10 +57,15 @@ def yaml_blocks(doc: Path) -> list[str]:
 
 @pytest.mark.parametrize("doc", ["docs/operations.md", "README.md"])
 def test_documented_configs_are_valid(doc: str) -> None:
+    """Every YAML example is a valid config file, or a valid desired-state document (its top key: instances)."""
     blocks = yaml_blocks(REPO / doc)
     assert blocks, f"{doc} has no yaml example"
     for block in blocks:
-        parse_text(block, doc)
+        data = yaml.safe_load(block)
+        if isinstance(data, dict) and "instances" in data:
+            desired_document.parse(data)
+        else:
+            parse_text(block, doc)
 
 
 def test_the_full_example_in_the_docs_is_the_defaults() -> None:
