@@ -116,7 +116,11 @@ class Supervisor:
         )
         self.watchers[instance_id] = watcher
         if start:
-            self._spawn(watcher)
+            try:
+                self._spawn(watcher)
+            except ValueError:  # arguments a probe cannot take (ArgsError): nothing of it stays
+                self._forget(watcher)
+                raise
         return watcher
 
     def get(self, instance_id: str) -> Watcher:
@@ -268,18 +272,19 @@ class Supervisor:
             except ValueError as exc:
                 watcher.last_error = f"cgroup filter: {exc}"
         try:
-            plan = watcher.tracer.plan(
-                watcher.id, watcher.args, events_endpoint=self.endpoints.events,
-                control_endpoint=self.endpoints.control, supervisor_pid=os.getpid(),
-                heartbeat_interval=cfg.heartbeat_interval, heartbeat_timeout=cfg.worker_supervisor_timeout,
-                batch_interval=cfg.batch_interval, batch_max=cfg.batch_max, metrics_interval=cfg.metrics_interval,
-                cgroup_ids=sorted(watcher.cgroup_ids), **self.isolation.plan_options(watcher),
-            )
-        except ValueError as exc:  # a plan the isolation policy refuses
+            isolation = self.isolation.plan_options(watcher)
+        except ValueError as exc:  # a tracer the isolation policy refuses to run
             watcher.last_error = f"isolation: {exc}"
             watcher.sm.to(State.STARTING)
             watcher.sm.to(State.FATAL)
             return
+        plan = watcher.tracer.plan(  # raises ArgsError for arguments a probe cannot take (a 400 at start)
+            watcher.id, watcher.args, events_endpoint=self.endpoints.events,
+            control_endpoint=self.endpoints.control, supervisor_pid=os.getpid(),
+            heartbeat_interval=cfg.heartbeat_interval, heartbeat_timeout=cfg.worker_supervisor_timeout,
+            batch_interval=cfg.batch_interval, batch_max=cfg.batch_max, metrics_interval=cfg.metrics_interval,
+            cgroup_ids=sorted(watcher.cgroup_ids), **isolation,
+        )
         watcher.sm.to(State.STARTING)
         try:
             watcher.spawn(plan, confine=lambda pid: self.isolation.confine(watcher, pid))

@@ -105,5 +105,7 @@ def test_a_missing_symbol_is_fatal_with_a_clear_message(agent: Agent, program: P
     assert "cannot attach uprobe" in info["last_error"] and "no_such_function" in info["last_error"]
     bad = agent.request("POST", "/instances", json={"tracer": "funclatency", "args": {}})
     assert bad.status_code == 400 and "'target'" in bad.json()["detail"] and "required" in bad.json()["detail"]
+    before = {i["id"] for i in agent.get("/instances")}
     bad = agent.request("POST", "/instances", json={"tracer": "funclatency", "args": {"target": "nocolon"}})
     assert bad.status_code == 400 and "binary:symbol" in bad.json()["detail"]
+    assert {i["id"] for i in agent.get("/instances")} == before  # a refused instance leaves nothing behind
