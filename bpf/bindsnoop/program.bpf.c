@@ -159,7 +159,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_bind)
         type = si->type;
     }
 
-    struct bind_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .family = family == AF_INET6 ? 6 : 4,
+    struct bind_key key = {.cgroup_id = eunomia_current_cgroup_id(), .family = family == AF_INET6 ? 6 : 4,
                            .protocol = protocol, .err = err};
     count_bind(&key);
     if (FILTER_FAILED && ret >= 0) {

@@ -145,7 +145,7 @@ TRACEPOINT_PROBE(block, block_io_start)
     if (!dev_selected(dev))
         return 0;
     struct rq_key key = {.sector = args->sector, .dev = dev};
-    u64 cgroup_id = bpf_get_current_cgroup_id();
+    u64 cgroup_id = eunomia_current_cgroup_id();
     if (submitters.update(&key, &cgroup_id) != 0)
         eunomia_count_drop();
     return 0;
@@ -158,7 +158,7 @@ TRACEPOINT_PROBE(block, block_rq_issue)
         return 0;
     struct rq_key key = {.sector = args->sector, .dev = dev};
     u64 *submitter = submitters.lookup(&key);
-    u64 cgroup_id = submitter ? *submitter : bpf_get_current_cgroup_id();
+    u64 cgroup_id = submitter ? *submitter : eunomia_current_cgroup_id();
     if (submitter)
         submitters.delete(&key);
     if (eunomia_skip_current())

@@ -44,7 +44,7 @@ TRACEPOINT_PROBE(capability, cap_capable)
     if (eunomia_skip_current())
         return 0;
     u8 denied = args->ret != 0;
-    struct check_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .cap = (u32)cap, .result = denied};
+    struct check_key key = {.cgroup_id = eunomia_current_cgroup_id(), .cap = (u32)cap, .result = denied};
     count_check(&key);
     if (FILTER_DENIED && !denied)
         return 0;

@@ -86,7 +86,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
                 u64 delta = now - *since;
                 oncpu_since.delete(&prev);
                 if (!eunomia_skip_current()) {
-                    struct hist_key key = {.cgroup_id = bpf_get_current_cgroup_id()};
+                    struct hist_key key = {.cgroup_id = eunomia_current_cgroup_id()};
                     if (PER_PROCESS) {
                         key.pid = bpf_get_current_pid_tgid() >> 32;
                         bpf_get_current_comm(key.comm, sizeof(key.comm));
@@ -101,7 +101,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
         return 0;
     }
     if (prev && !eunomia_skip_current()) {
-        struct off_start start = {.ts = now, .cgroup_id = bpf_get_current_cgroup_id(),
+        struct off_start start = {.ts = now, .cgroup_id = eunomia_current_cgroup_id(),
                                   .tgid = bpf_get_current_pid_tgid() >> 32};
         if (offcpu_since.update(&prev, &start) != 0)
             eunomia_count_drop();

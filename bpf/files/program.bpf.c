@@ -391,7 +391,7 @@ static __always_inline int io_exit(long ret)
         __builtin_memset(key->path, 0, sizeof(key->path));
         key->fd = (s32)fd;
     }
-    key->cgroup_id = bpf_get_current_cgroup_id();
+    key->cgroup_id = eunomia_current_cgroup_id();
     key->pid = tgid;
     key->op = op;
     bpf_get_current_comm(&key->comm, sizeof(key->comm));

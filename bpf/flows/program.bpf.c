@@ -227,7 +227,7 @@ static __always_inline int count_bytes(void *skp, u16 family, u16 protocol, int 
         key->flow.family = family == AF_INET6 ? 6 : 4;
         key->flow.role = r ? r->flow.role : ROLE_UNKNOWN;
     }
-    key->cgroup_id = bpf_get_current_cgroup_id();
+    key->cgroup_id = eunomia_current_cgroup_id();
     key->pid = bpf_get_current_pid_tgid() >> 32;
     bpf_get_current_comm(&key->comm, sizeof(key->comm));
     u64 zero = 0;

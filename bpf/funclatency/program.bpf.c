@@ -41,7 +41,7 @@ int on_return(struct pt_regs *ctx)
         return 0;
     u64 latency = bpf_ktime_get_ns() - *start;
     entered.delete(&tid);
-    struct hist_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .slot = bpf_log2l(latency), .pad = 0};
+    struct hist_key key = {.cgroup_id = eunomia_current_cgroup_id(), .slot = bpf_log2l(latency), .pad = 0};
     u64 zero = 0;
     u64 *count = funclatency_latency_seconds.lookup_or_try_init(&key, &zero);
     if (count)

@@ -89,6 +89,44 @@ struct eunomia_cgroup_verdict {
 };
 BPF_PERCPU_ARRAY(eunomia_cgroup_cache, struct eunomia_cgroup_verdict, 1);
 
+/* bpf_get_current_cgroup_id() costs tens of ns, too much on paths such as every syscall:
+ * each CPU remembers the last thread's answer. A thread's cgroup changes only when it is
+ * moved (cgroup:cgroup_attach_task / cgroup_transfer_tasks) and a thread id names another
+ * thread only after an exit: both bump the generation, which invalidates every memo. */
+BPF_ARRAY(eunomia_cgroup_moves, u64, 1);
+struct eunomia_cgroup_memo {
+    u64 pid_tgid;
+    u64 cgroup_id;
+    u64 generation;
+};
+BPF_PERCPU_ARRAY(eunomia_cgroup_memo, struct eunomia_cgroup_memo, 1);
+
+static __always_inline u64 eunomia_current_cgroup_id(void)
+{
+    int zero = 0;
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 *moves = eunomia_cgroup_moves.lookup(&zero);
+    struct eunomia_cgroup_memo *memo = eunomia_cgroup_memo.lookup(&zero);
+    if (!moves || !memo)
+        return bpf_get_current_cgroup_id();
+    u64 generation = *moves;
+    if (memo->pid_tgid == pid_tgid && memo->generation == generation && memo->cgroup_id)
+        return memo->cgroup_id;
+    u64 cgroup_id = bpf_get_current_cgroup_id();
+    memo->pid_tgid = pid_tgid;
+    memo->cgroup_id = cgroup_id;
+    memo->generation = generation;
+    return cgroup_id;
+}
+
+static __always_inline void eunomia_cgroups_moved(void)
+{
+    int zero = 0;
+    u64 *moves = eunomia_cgroup_moves.lookup(&zero);
+    if (moves)
+        __sync_fetch_and_add(moves, 1);
+}
+
 static __always_inline int eunomia_cgroup_listed(void)
 {
     for (int level = 1; level < EUNOMIA_CGROUP_DEPTH; level++) {  /* level 0 is the root */
@@ -104,7 +142,7 @@ static __always_inline int eunomia_cgroup_listed(void)
 static __always_inline int eunomia_cgroup_matches(void)
 {
     int zero = 0;
-    u64 cgroup_id = bpf_get_current_cgroup_id();
+    u64 cgroup_id = eunomia_current_cgroup_id();
     u64 *generation = eunomia_cgroup_generation.lookup(&zero);
     struct eunomia_cgroup_verdict *cached = eunomia_cgroup_cache.lookup(&zero);
     if (!generation || !cached)
@@ -209,7 +247,7 @@ static __always_inline void eunomia_fill_header(struct eunomia_header *h)
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u64 uid_gid = bpf_get_current_uid_gid();
     h->ts = bpf_ktime_get_ns();
-    h->cgroup_id = bpf_get_current_cgroup_id();
+    h->cgroup_id = eunomia_current_cgroup_id();
     h->pid = pid_tgid >> 32;
     h->tid = (u32)pid_tgid;
     h->uid = (u32)uid_gid;
@@ -230,6 +268,7 @@ static __always_inline void eunomia_on_fork(u32 child_pid)
 
 static __always_inline void eunomia_on_exit(void)
 {
+    eunomia_cgroups_moved();  /* this thread id may name another thread, in another cgroup, next */
     u32 tid = (u32)bpf_get_current_pid_tgid();
     if (eunomia_agent_pids.delete(&tid) == 0)
         eunomia_agent_changed();

@@ -18,6 +18,19 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 }
 #endif
 
+/* Tasks moved between cgroups: the per-CPU cgroup id memos are stale (see eunomia.h). */
+TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
+{
+    eunomia_cgroups_moved();
+    return 0;
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_transfer_tasks)
+{
+    eunomia_cgroups_moved();
+    return 0;
+}
+
 #ifdef EUNOMIA_EVENT_SIZE
 _Static_assert(sizeof(struct EUNOMIA_EVENT_STRUCT) == EUNOMIA_EVENT_SIZE,
                "struct event does not match the event fields in tracer.yaml (order, types or padding)");

@@ -111,7 +111,7 @@ static __always_inline void remember(struct pt_regs *ctx, u64 address)
     u64 *size = pending.lookup(&tid);
     if (!size)
         return;  /* filtered out, or an inner call already counted this block */
-    struct alloc_info info = {.size = *size, .cgroup_id = bpf_get_current_cgroup_id()};
+    struct alloc_info info = {.size = *size, .cgroup_id = eunomia_current_cgroup_id()};
     pending.delete(&tid);
     if (!address)
         return;  /* the allocation failed */

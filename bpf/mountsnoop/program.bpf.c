@@ -76,7 +76,7 @@ static __always_inline int on_exit(long ret)
     struct pending *p = pending_calls.lookup(&tid);
     if (!p)
         return 0;
-    struct call_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .call = p->call,
+    struct call_key key = {.cgroup_id = eunomia_current_cgroup_id(), .call = p->call,
                            .err = ret < 0 ? (s32)-ret : 0};
     count_call(&key);
     if (FILTER_FAILED && ret >= 0) {

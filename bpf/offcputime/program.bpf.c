@@ -83,7 +83,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
         if (offcpu_since.delete(&prev) == 0)
             eunomia_count_drop();
         if (state_selected(args->prev_state) && !(args->prev_state & TASK_REPORT_EXITED)) {
-            struct off_start start = {.ts = now, .cgroup_id = bpf_get_current_cgroup_id(),
+            struct off_start start = {.ts = now, .cgroup_id = eunomia_current_cgroup_id(),
                                       .tgid = bpf_get_current_pid_tgid() >> 32, .user_stack = -1, .kernel_stack = -1};
             if (!KERNEL_ONLY)
                 start.user_stack = stacks.get_stackid(args, BPF_F_USER_STACK);

@@ -82,7 +82,7 @@ TRACEPOINT_PROBE(oom, mark_victim)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (pid == (u32)pid_tgid || pid == pid_tgid >> 32) {  /* the victim (or its process) is current */
-        key.cgroup_id = bpf_get_current_cgroup_id();
+        key.cgroup_id = eunomia_current_cgroup_id();
         count_kill(&key);
     } else if (victims.update(&pid, &key) != 0) {
         eunomia_count_drop();
@@ -122,7 +122,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         return 0;
     struct comm_key key = *victim;
     victims.delete(&tid);
-    key.cgroup_id = bpf_get_current_cgroup_id();
+    key.cgroup_id = eunomia_current_cgroup_id();
     count_kill(&key);
     return 0;
 }

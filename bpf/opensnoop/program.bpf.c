@@ -36,7 +36,7 @@ static __always_inline void count_open(s32 err)
 {
     struct errno_key key;
     __builtin_memset(&key, 0, sizeof(key));  /* the padding is part of the map key */
-    key.cgroup_id = bpf_get_current_cgroup_id();
+    key.cgroup_id = eunomia_current_cgroup_id();
     key.err = err;
     u64 zero = 0;
     u64 *count = opensnoop_opens_total.lookup_or_try_init(&key, &zero);

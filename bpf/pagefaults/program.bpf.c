@@ -60,7 +60,7 @@ TRACEPOINT_PROBE(exceptions, page_fault_user)
     u8 access = (error_code & X86_PF_INSTR) ? ACCESS_EXEC : (error_code & X86_PF_WRITE) ? ACCESS_WRITE : ACCESS_READ;
     struct fault_key key;
     __builtin_memset(&key, 0, sizeof(key));  /* the padding is part of the map key */
-    key.cgroup_id = bpf_get_current_cgroup_id();
+    key.cgroup_id = eunomia_current_cgroup_id();
     key.pid = bpf_get_current_pid_tgid() >> 32;
     bpf_get_current_comm(&key.comm, sizeof(key.comm));
     key.access = access;

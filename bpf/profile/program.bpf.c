@@ -39,7 +39,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
         return 0;
     struct sample_key key;
     __builtin_memset(&key, 0, sizeof(key));  /* the padding is part of the map key */
-    key.cgroup_id = bpf_get_current_cgroup_id();
+    key.cgroup_id = eunomia_current_cgroup_id();
     key.pid = pid;
     key.user_stack = -1;
     key.kernel_stack = -1;

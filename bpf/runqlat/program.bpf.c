@@ -79,7 +79,7 @@ TRACEPOINT_PROBE(sched, sched_switch)
             u64 delta = *wait;
             waited.delete(&prev);
             if (!skip) {
-                struct hist_key key = {.cgroup_id = bpf_get_current_cgroup_id()};
+                struct hist_key key = {.cgroup_id = eunomia_current_cgroup_id()};
                 if (PER_PROCESS) {
                     key.pid = bpf_get_current_pid_tgid() >> 32;
                     bpf_get_current_comm(key.comm, sizeof(key.comm));

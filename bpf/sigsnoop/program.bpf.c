@@ -58,7 +58,7 @@ TRACEPOINT_PROBE(signal, signal_generate)
     if (eunomia_skip_current())
         return 0;
     u32 result = (u32)args->result;
-    struct signal_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .sig = (u32)args->sig, .result = result};
+    struct signal_key key = {.cgroup_id = eunomia_current_cgroup_id(), .sig = (u32)args->sig, .result = result};
     count_signal(&key);
     /* Delivered and lose_info (queued without its siginfo) both leave the signal pending. */
     if (FILTER_FAILED && (result == TRACE_SIGNAL_DELIVERED || result == TRACE_SIGNAL_LOSE_INFO))

@@ -71,7 +71,7 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
     }
     if (FAILED_ONLY && args->ret >= 0)
         return 0;
-    struct syscall_key key = {.cgroup_id = bpf_get_current_cgroup_id(), .nr = (u32)args->id, .pad = 0};
+    struct syscall_key key = {.cgroup_id = eunomia_current_cgroup_id(), .nr = (u32)args->id, .pad = 0};
     u64 zero = 0;
     u64 *calls = syscount_calls_total.lookup_or_try_init(&key, &zero);
     if (calls)

@@ -92,3 +92,60 @@ def test_per_process_latency_and_failed_only(agent: Agent, program: Path) -> Non
     latency = wait_for(lambda: (h := _series(agent, "eunomia_syscount_latency_seconds_count", inst["id"]))
                        .get(close) and h, 15, "the close latency histogram")
     assert latency[close] == BAD_CLOSE
+
+
+MOVER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(int argc, char **argv)
+{
+    for (int round = 1; round < argc; round++) {
+        (void)getchar();                   /* the test moves us between rounds */
+        for (int i = 0; i < atoi(argv[round]); i++)
+            syscall(SYS_getppid);
+        printf("done\n");
+        fflush(stdout);
+    }
+    (void)getchar();
+    return 0;
+}
+"""
+
+
+def test_a_thread_moved_to_another_cgroup_is_counted_there_at_once(agent: Agent, tmp_path: Path) -> None:
+    """Each CPU remembers the last thread's cgroup id (bpf_get_current_cgroup_id() is dear on every
+    syscall); a move between cgroups must invalidate it: the counts split exactly where the move was."""
+    (tmp_path / "mover.c").write_text(MOVER)
+    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "mover"), str(tmp_path / "mover.c")], check=True)
+    rounds = (300, 500, 700)
+    with private_cgroup() as first, private_cgroup() as second:
+        proc = subprocess.Popen([str(tmp_path / "mover"), *map(str, rounds)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, preexec_fn=enter_cgroup(first))
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            inst = agent.start("syscount", ["-p", str(proc.pid)])
+            agent.wait_state(inst["id"], "running")
+            for cgroup in (first, second, first):
+                (cgroup / "cgroup.procs").write_text(str(proc.pid))
+                proc.stdin.write(b"g")  # one character: one getchar(), one round
+                proc.stdin.flush()
+                assert proc.stdout.readline() == b"done\n"
+            ids = {os.stat(first).st_ino: rounds[0] + rounds[2], os.stat(second).st_ino: rounds[1]}
+
+            def counts() -> dict[int, float] | None:
+                got = {int(dict(k)["cgroup_id"]): v for k, v in _series(agent, "eunomia_syscount_calls_total",
+                                                                        inst["id"]).items()
+                       if dict(k).get("syscall") == "getppid"}
+                seen.append(got)
+                return got if got == ids else None
+
+            seen: list[dict[int, float]] = []
+            try:
+                wait_for(counts, 15, f"getppid counted per cgroup as {ids}")
+            except AssertionError:
+                raise AssertionError(f"getppid per cgroup: {seen[-1:]}, expected {ids}") from None
+        finally:
+            proc.kill()
+            proc.wait()
