@@ -21,7 +21,9 @@ from pydantic import ValidationError
 from supervisor.api.remote import TokenFileError, read_token_file
 from supervisor.config import DEFAULT_TRACERS, SOCKET_NAME, AgentConfig, ContainerSettings, InstanceRequest
 from supervisor.config_schema import ConfigFile, ControlTcpListener, MetricsListener
+from supervisor.isolation.limits import UNLIMITED, IsolationConfig, parse_limits
 from supervisor.store.writer import Retention
+from supervisor.tracer_policy import CustomTracerPolicy
 from workers import args as tracer_args
 from workers.args import ArgsError
 from workers.catalog import Catalog, default_search_path
@@ -240,6 +242,10 @@ def build(cfg: ConfigFile, overrides: Overrides, config_file: Path | None = None
             max_containers=cfg.containers.max_containers),
         config_file=config_file,
         state_file=cfg.state_file,
+        isolation=IsolationConfig(
+            custom=parse_limits(cfg.isolation.custom),
+            builtin=None if cfg.isolation.builtin is None else parse_limits(cfg.isolation.builtin, UNLIMITED)),
+        custom_tracers=CustomTracerPolicy.from_allow_list(cfg.custom_tracers.allow_api, cfg.custom_tracers.allow),
     )
 
 

@@ -208,6 +208,34 @@ class Listeners(_Model):
         return self
 
 
+def _limits(items: list[str]) -> list[str]:
+    from supervisor.isolation.limits import parse_limits  # the flags' own parser: one syntax for both
+
+    parse_limits(items)
+    return items
+
+
+def _allow_list(entries: list[str]) -> list[str]:
+    from supervisor.tracer_policy import CustomTracerPolicy
+
+    CustomTracerPolicy.from_allow_list(True, entries)
+    return entries
+
+
+class CustomTracers(_Model):
+    """Adding and removing tracers over the API (docs/custom-tracers.md); the flags override it."""
+
+    allow_api: bool = False  # --allow-custom-tracers
+    allow: Annotated[list[str], AfterValidator(_allow_list)] = Field(default_factory=list)  # --custom-tracer-allow
+
+
+class Isolation(_Model):
+    """Limits of tracers' workers, as KEY=VALUE items (the --custom-limit / --builtin-limit syntax)."""
+
+    custom: Annotated[list[str], AfterValidator(_limits)] = Field(default_factory=list)  # over the defaults
+    builtin: Annotated[list[str], AfterValidator(_limits)] | None = None  # None: built-in tracers unlimited
+
+
 class Containers(_Model):
     """Container awareness (docs/containers.md)."""
 
@@ -231,6 +259,8 @@ class ConfigFile(_Model):
     backoff: Backoff = Field(default_factory=Backoff)
     listeners: Listeners = Field(default_factory=Listeners)
     containers: Containers = Field(default_factory=Containers)
+    custom_tracers: CustomTracers = Field(default_factory=CustomTracers)
+    isolation: Isolation = Field(default_factory=Isolation)
 
     @field_validator("tracers")
     @classmethod

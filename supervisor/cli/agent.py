@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from supervisor.config import AgentConfig
 from supervisor.config_file import CONFIG_ENV, DEFAULT_CONFIG, EX_CONFIG, ConfigError, Overrides, choose_file, resolve
 from supervisor.isolation.limits import UNLIMITED, IsolationConfig, parse_limits
 from supervisor.tracer_policy import CustomTracerPolicy
@@ -80,7 +82,7 @@ def run(
             typer.echo(f"eunomia: config error: {line}", err=True)
         typer.echo(f"eunomia: not started (exit status {EX_CONFIG}); see docs/operations.md", err=True)
         raise typer.Exit(EX_CONFIG) from None
-    for name, value in custom_tracer_settings(allow_custom_tracers, custom_tracer_allow, custom_limit,
+    for name, value in custom_tracer_settings(agent_config, allow_custom_tracers, custom_tracer_allow, custom_limit,
                                               builtin_limit).items():
         setattr(agent_config, name, value)
     if check:
@@ -96,15 +98,20 @@ def run(
         raise typer.Exit(1) from None
 
 
-def custom_tracer_settings(enabled: bool, allow: list[str] | None, limits: list[str] | None,
+def custom_tracer_settings(config: AgentConfig, enabled: bool, allow: list[str] | None, limits: list[str] | None,
                            builtin: list[str] | None) -> dict[str, Any]:
-    """AgentConfig's isolation and custom_tracers from the options (typer.BadParameter names the bad one)."""
+    """AgentConfig's isolation and custom_tracers: the config file's, with the options over them
+    (typer.BadParameter names the bad one)."""
+    policy = config.custom_tracers
     try:
-        policy = CustomTracerPolicy.from_allow_list(enabled, allow)
+        if allow:
+            policy = CustomTracerPolicy.from_allow_list(enabled or policy.api_enabled, allow)
+        elif enabled:
+            policy = replace(policy, api_enabled=True)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--custom-tracer-allow") from None
     try:
-        custom = parse_limits(limits or [])
+        custom = parse_limits(limits, config.isolation.custom) if limits else config.isolation.custom
         custom.ids()  # the user to drop to exists on this host
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--custom-limit") from None
@@ -112,7 +119,8 @@ def custom_tracer_settings(enabled: bool, allow: list[str] | None, limits: list[
         raise typer.BadParameter(f"user {custom.user!r} (the default) does not exist on this host; choose one with "
                                  "user=NAME", param_hint="--custom-limit") from None
     try:
-        trusted = parse_limits(builtin, UNLIMITED) if builtin else None
+        trusted = (parse_limits(builtin, config.isolation.builtin or UNLIMITED) if builtin
+                   else config.isolation.builtin)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--builtin-limit") from None
     return {"custom_tracers": policy, "isolation": IsolationConfig(custom=custom, builtin=trusted)}

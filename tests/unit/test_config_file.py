@@ -483,3 +483,31 @@ def test_clients_find_the_socket_the_config_names(tmp_path: Path, monkeypatch: p
     monkeypatch.delenv("EUNOMIA_SOCKET")
     path.write_text("runtime_dir: [broken\n")
     assert client_socket() == Path("/run/eunomia/eunomia.sock")  # a broken file: the default, the agent reports it
+
+
+# ------------------------------------------------------------------ custom tracers and their limits
+
+
+def test_custom_tracers_and_isolation_from_the_file() -> None:
+    cfg = parse("custom_tracers:\n  allow_api: true\n  allow: [/srv/eunomia/tracers]\n"
+                "isolation:\n  custom: [memory=128M, cpu=0.25, event-rate=500]\n  builtin: [memory=1G]\n")
+    config = build(cfg, Overrides())
+    assert config.custom_tracers.api_enabled and config.custom_tracers.allow_dirs == (Path("/srv/eunomia/tracers"),)
+    custom, builtin = config.isolation.custom, config.isolation.builtin
+    assert (custom.memory_bytes, custom.cpu, custom.event_rate) == (128 << 20, 0.25, 500)
+    assert builtin is not None and builtin.memory_bytes == 1 << 30
+
+
+def test_without_the_sections_custom_tracers_stay_off_and_builtins_unlimited() -> None:
+    config = build(parse("store: {}\n"), Overrides())
+    assert not config.custom_tracers.api_enabled and config.isolation.builtin is None
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("isolation:\n  custom: [memory=lots]\n", "isolation.custom"),
+    ("isolation:\n  custom: [speed=9]\n", "isolation.custom"),
+    ("custom_tracers:\n  allow: [relative/dir]\n", "custom_tracers.allow"),
+    ("custom_tracers:\n  allow: ['sha256:abc']\n", "custom_tracers.allow"),
+])
+def test_bad_custom_tracer_settings_name_the_field(text: str, where: str) -> None:
+    assert where in one_problem(text)
