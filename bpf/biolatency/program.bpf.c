@@ -116,19 +116,12 @@ static __always_inline u8 op_of(const char *rwbs)
 
 static __always_inline void count_latency(struct hist_key *key)
 {
-    u64 one = 1;
-    u64 *count = biolatency_latency_seconds.lookup(key);
-    if (count) {
+    u64 zero = 0;
+    u64 *count = biolatency_latency_seconds.lookup_or_try_init(key, &zero);
+    if (count)
         __sync_fetch_and_add(count, 1);
-        return;
-    }
-    if (biolatency_latency_seconds.insert(key, &one) != 0) {
-        count = biolatency_latency_seconds.lookup(key);  /* inserted meanwhile by another CPU */
-        if (count)
-            __sync_fetch_and_add(count, 1);
-        else
-            eunomia_count_drop();                     /* the map is full */
-    }
+    else
+        eunomia_count_drop();  /* the map is full */
 }
 
 static __always_inline int dev_selected(u32 dev)

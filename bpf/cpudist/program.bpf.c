@@ -42,36 +42,22 @@ BPF_HASH(cpudist_offcpu_seconds, struct hist_key, u64, 16384);
 
 static __always_inline void count_oncpu(struct hist_key *key)
 {
-    u64 one = 1;
-    u64 *count = cpudist_oncpu_seconds.lookup(key);
-    if (count) {
+    u64 zero = 0;
+    u64 *count = cpudist_oncpu_seconds.lookup_or_try_init(key, &zero);
+    if (count)
         __sync_fetch_and_add(count, 1);
-        return;
-    }
-    if (cpudist_oncpu_seconds.insert(key, &one) != 0) {
-        count = cpudist_oncpu_seconds.lookup(key);  /* inserted meanwhile by another CPU */
-        if (count)
-            __sync_fetch_and_add(count, 1);
-        else
-            eunomia_count_drop();                /* the map is full */
-    }
+    else
+        eunomia_count_drop();  /* the map is full */
 }
 
 static __always_inline void count_offcpu(struct hist_key *key)
 {
-    u64 one = 1;
-    u64 *count = cpudist_offcpu_seconds.lookup(key);
-    if (count) {
+    u64 zero = 0;
+    u64 *count = cpudist_offcpu_seconds.lookup_or_try_init(key, &zero);
+    if (count)
         __sync_fetch_and_add(count, 1);
-        return;
-    }
-    if (cpudist_offcpu_seconds.insert(key, &one) != 0) {
-        count = cpudist_offcpu_seconds.lookup(key);
-        if (count)
-            __sync_fetch_and_add(count, 1);
-        else
-            eunomia_count_drop();
-    }
+    else
+        eunomia_count_drop();  /* the map is full */
 }
 
 TRACEPOINT_PROBE(sched, sched_switch)

@@ -58,19 +58,12 @@ static __always_inline int skip_victim(u32 pid, const char *comm)
 
 static __always_inline void count_kill(struct comm_key *key)
 {
-    u64 one = 1;
-    u64 *count = oomkill_kills_total.lookup(key);
-    if (count) {
+    u64 zero = 0;
+    u64 *count = oomkill_kills_total.lookup_or_try_init(key, &zero);
+    if (count)
         __sync_fetch_and_add(count, 1);
-        return;
-    }
-    if (oomkill_kills_total.insert(key, &one) != 0) {
-        count = oomkill_kills_total.lookup(key);  /* inserted meanwhile by another CPU */
-        if (count)
-            __sync_fetch_and_add(count, 1);
-        else
-            eunomia_count_drop();              /* the map is full */
-    }
+    else
+        eunomia_count_drop();  /* the map is full */
 }
 
 TRACEPOINT_PROBE(oom, mark_victim)

@@ -37,19 +37,12 @@ BPF_TABLE("lru_hash", struct fault_key, u64, pagefaults_faults_total, 10240);
 
 static __always_inline void count_fault(struct fault_key *key)
 {
-    u64 *count = pagefaults_faults_total.lookup(key);
-    if (count) {
-        __sync_fetch_and_add(count, 1);
-        return;
-    }
-    u64 one = 1;
-    if (pagefaults_faults_total.insert(key, &one) == 0)
-        return;
-    count = pagefaults_faults_total.lookup(key);  /* another CPU inserted it meanwhile */
+    u64 zero = 0;
+    u64 *count = pagefaults_faults_total.lookup_or_try_init(key, &zero);
     if (count)
         __sync_fetch_and_add(count, 1);
     else
-        eunomia_count_drop();
+        eunomia_count_drop();  /* the map is full */
 }
 
 TRACEPOINT_PROBE(exceptions, page_fault_user)
