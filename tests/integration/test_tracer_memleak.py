@@ -15,9 +15,10 @@ then says "done" and pauses (alive, so that its stacks can be symbolised). The c
 must hold exactly these numbers.
 
 The agent reads the kernel's maps only when the instance stops (a metrics interval longer
-than the test): the worker's periodic drain (workers/metrics_reader.py) reads every
-counter, then symbolises and deletes key by key, so an increment that lands in between
-is lost (measured with that reader: up to 10 in 2,000,000 increments over ~250 reads).
+than the test): a periodic drain (workers/metrics_reader.py) reads and deletes each batch
+of counters atomically, but a probe that looked a counter up just before its deletion
+still adds to the deleted element, so that increment is lost (rare: up to 10 in 2,000,000
+increments over ~250 reads were measured with an earlier, key-by-key reader).
 That is the worker's read, not the tracer, and would make exact totals flaky here.
 """
 
