@@ -21,15 +21,13 @@ The histogram's ``_sum`` is a midpoint estimate and is not asserted on.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
-from tests.integration.agentctl import Agent, cgroup_id_of, enter_cgroup, private_cgroup, unique, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, wait_for
+from tests.integration.piped_child import PipedChild
 
 SLICES = 20
 SPIN_NS = 20_000_000
@@ -68,57 +66,18 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
         agent.stop()
 
 
-class Spinner:
+class Spinner(PipedChild):
     """The child, in a cgroup of its own (nothing else runs there)."""
 
     def __init__(self) -> None:
-        self.name = unique("eu-cpu")
-        self._cgroup = ExitStack()
-        cgroup = self._cgroup.enter_context(private_cgroup("eunomia-cpudist"))
-        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, self.name, str(SLICES), str(SPIN_NS), str(SLEEP_S)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=enter_cgroup(cgroup))
-        self.pid = self.proc.pid
-        self.cgroup_id = str(os.stat(cgroup).st_ino)
-        self._expect(b"ready\n")
-        assert self.cgroup_id == str(cgroup_id_of(self.pid)) != str(cgroup_id_of(os.getpid()))
-
-    def _expect(self, line: bytes) -> None:
-        assert self.proc.stdout is not None and self.proc.stdout.readline() == line
-        wait_for(self._blocked, 10, f"{self.pid} to block")
-
-    def _blocked(self) -> bool:
-        """Asleep in read(2) on the pipe, and switched out already (a task that is still on
-        its CPU has no wait channel yet)."""
-        with open(f"/proc/{self.pid}/wchan") as fh:
-            return self._state() == "S" and fh.read() == "anon_pipe_read"
-
-    def _state(self) -> str:
-        with open(f"/proc/{self.pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-
-    def schedstat(self) -> tuple[int, int]:
-        """(CPU time in ns, switch-ins)"""
-        with open(f"/proc/{self.pid}/schedstat") as fh:
-            fields = fh.read().split()
-        return int(fields[0]), int(fields[2])
+        super().__init__(CHILD, [str(SLICES), str(SPIN_NS), str(SLEEP_S)], "eu-cpu", "eunomia-cpudist")
 
     def run(self) -> tuple[int, int]:
         """Release the child for its slices; its CPU time and switch-ins meanwhile."""
         cpu0, ins0 = self.schedstat()
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"x")
-        self.proc.stdin.flush()
-        self._expect(b"done\n")
+        self.step()
         cpu1, ins1 = self.schedstat()
         return cpu1 - cpu0, ins1 - ins0
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
-        self._cgroup.close()
 
 
 Series = tuple[str, str, str]  # cgroup_id, pid, comm

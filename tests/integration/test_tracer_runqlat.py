@@ -23,11 +23,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
-from tests.integration.agentctl import Agent, cgroup_id_of, enter_cgroup, private_cgroup, unique, wait_for
+from tests.integration.agentctl import Agent, unique, wait_for
+from tests.integration.piped_child import PipedChild
 
 SLEEPS = 200
 CHILD = r"""
@@ -53,54 +53,20 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
         agent.stop()
 
 
-class Sleeper:
+class Sleeper(PipedChild):
     """The child, in a cgroup of its own (nothing else runs there)."""
 
     def __init__(self) -> None:
-        self.name = unique("eu-rq")
-        self._cgroup = ExitStack()
-        cgroup = self._cgroup.enter_context(private_cgroup("eunomia-runqlat"))
-        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, self.name, str(SLEEPS)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=enter_cgroup(cgroup))
-        self.pid = self.proc.pid
-        self.cgroup_id = str(os.stat(cgroup).st_ino)
-        self._expect(b"ready\n")
-        assert self.cgroup_id == str(cgroup_id_of(self.pid)) != str(cgroup_id_of(os.getpid()))
-
-    def _expect(self, line: bytes) -> None:
-        assert self.proc.stdout is not None and self.proc.stdout.readline() == line
-        wait_for(self._blocked, 10, f"{self.pid} to block")
-
-    def _blocked(self) -> bool:
-        """Asleep in read(2) on the pipe, and switched out already (a task that is still on
-        its CPU has no wait channel yet)."""
-        with open(f"/proc/{self.pid}/wchan") as fh:
-            return self._state() == "S" and fh.read() == "anon_pipe_read"
-
-    def _state(self) -> str:
-        with open(f"/proc/{self.pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
+        super().__init__(CHILD, [str(SLEEPS)], "eu-rq", "eunomia-runqlat")
 
     def switch_ins(self) -> int:
-        with open(f"/proc/{self.pid}/schedstat") as fh:
-            return int(fh.read().split()[2])
+        return self.schedstat()[1]
 
     def run(self) -> int:
         """Release the child, let it sleep SLEEPS times; its switch-ins meanwhile."""
         before = self.switch_ins()
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"x")
-        self.proc.stdin.flush()
-        self._expect(b"done\n")
+        self.step()
         return self.switch_ins() - before
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
-        self._cgroup.close()
 
 
 def _series(agent: Agent, instance: str, since_ns: int = 0) -> list[dict]:
