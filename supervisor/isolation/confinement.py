@@ -86,11 +86,11 @@ class Isolation:
         if limits is None:
             return {}
         drop = limits.drop_privileges
-        spec = getattr(watcher.tracer, "spec", None)
-        if drop and getattr(spec, "kind", "bcc") == "bpftrace":
+        spec = watcher.tracer.spec
+        if drop and spec.kind == "bpftrace":
             # bpftrace, the worker's child, loads the programs as long as it runs and needs root's
             # capabilities for it: the worker cannot drop them, so it must not run user code.
-            if getattr(spec, "hook", None):
+            if spec.hook:
                 raise ValueError("an untrusted bpftrace tracer cannot have a hook.py: its worker keeps the "
                                  "privileges bpftrace needs (use a BCC tracer, or trust the tracer)")
             drop = False

@@ -107,7 +107,8 @@ def test_v2_group_delegates_controllers_and_writes_limits(tmp_path: Path) -> Non
 
 
 def _watcher(instance: str, builtin: bool = False, state: State = State.RUNNING, pid: int | None = 10):
-    return SimpleNamespace(id=instance, tracer=SimpleNamespace(builtin=builtin), state=state, pid=pid)
+    spec = SimpleNamespace(kind="bcc", hook=None)
+    return SimpleNamespace(id=instance, tracer=SimpleNamespace(builtin=builtin, spec=spec), state=state, pid=pid)
 
 
 def test_without_cgroups_the_worker_gets_rlimits_and_nice() -> None:
