@@ -34,6 +34,14 @@ COMMON_PARAMETERS: tuple[Parameter, ...] = (
               description="only trace tasks in this cgroup v2 directory or below it (a path under the "
                           "cgroup v2 mount, e.g. /system.slice/nginx.service)"),
 )
+#: Only for tracers with ``cgroup_rows`` metrics (workers/cgroup_rows.py).
+ROW_PARAMETERS: tuple[Parameter, ...] = (
+    Parameter(name="cgroup_rows", type="int", define="EUNOMIA_CGROUP_ROWS", default=32, minimum=0, maximum=1024,
+              description="cgroups counted on the fast path (a per-CPU array row each; the rest count in a "
+                          "hash map); 0 turns the rows off"),
+    Parameter(name="cgroup_row_idle", type="int", define="EUNOMIA_CGROUP_ROW_IDLE", default=60, minimum=1,
+              maximum=86400, description="seconds without a count after which a cgroup gives its row back"),
+)
 CGROUP_SELECTORS = ("container", "pod", "namespace", "cgroup")
 FILTER_INCLUDE, FILTER_EXCLUDE = 1, 2  # EUNOMIA_FILTER_CGROUP in eunomia.h
 
@@ -48,6 +56,8 @@ NOT_FOR_BPFTRACE = frozenset({*CGROUP_SELECTORS, "host"})
 
 def parameters(spec: TracerSpec | BpftraceSpec) -> list[Parameter]:
     common = [p for p in COMMON_PARAMETERS if spec.kind != "bpftrace" or p.name not in NOT_FOR_BPFTRACE]
+    if any(getattr(m, "cgroup_rows", None) for m in spec.metrics):
+        common += ROW_PARAMETERS
     return common + list(spec.parameters)
 
 

@@ -7,6 +7,10 @@ by a u32 slot, value = u64; slot ``s`` holds values below ``2**s`` (bcc's
 A ``drain`` metric is cleared in the kernel at every read; the running totals live
 here, so what is exported stays a monotonic counter.
 
+A counter with ``cgroup_rows`` has a fast path (workers/cgroup_rows.py): its hash map is
+drained by :meth:`MetricsReader.maintain` every second, which also hands rows to the
+busiest cgroups; its value is the drained totals plus what the rows counted.
+
 Stack maps cannot be cleared at every read: a program may hold a stack id outside the
 metric maps (memleak keeps it with each live block, offcputime while a thread sleeps).
 So a stack map is emptied only once it is more than half full, keeping its capacity for
@@ -17,9 +21,11 @@ new stacks; ids held across that moment show as "[stack evicted]". (BCC's own
 from __future__ import annotations
 
 import ctypes
+import time
 from collections import defaultdict
 from typing import Any
 
+from workers.cgroup_rows import CgroupRowSet, RowArray
 from workers.ctypes_layout import Layout, layout
 from workers.decoder import _FAMILY
 from workers.loader import LoadError
@@ -63,8 +69,10 @@ def _count(leaf: Any) -> int:
 
 
 class MetricsReader:
-    def __init__(self, bpf: Any, metrics: list[dict[str, Any]]) -> None:
+    def __init__(self, bpf: Any, metrics: list[dict[str, Any]], row_idle: float = 60.0,
+                 clock: Any = time.monotonic) -> None:
         self.bpf = bpf
+        self.clock = clock
         self.stacks = StackResolver(bpf)
         self._maps: list[tuple[dict[str, Any], Any, Layout]] = []
         self._stack_maps: set[str] = set()
@@ -96,6 +104,62 @@ class MetricsReader:
                         raise LoadError("spec", f"metric {name}: no stack map named {lbl['stack_map']}") from None
                     self._stack_maps.add(lbl["stack_map"])
             self._maps.append((metric, table, key_layout))
+        self.rows = self._row_set(metrics, row_idle)
+
+    def _row_set(self, metrics: list[dict[str, Any]], idle: float) -> CgroupRowSet | None:
+        arrays = {}
+        for metric in metrics:
+            rows = metric.get("cgroup_rows")
+            if not rows:
+                continue
+            try:
+                table = self.bpf.get_table(rows["map"])
+            except KeyError:
+                raise LoadError("spec", f"metric {metric['name']}: the program has no map named {rows['map']} "
+                                        "(its cgroup_rows map)") from None
+            single = ctypes.sizeof(table.Leaf) // getattr(table.Leaf, "_length_", 1)
+            if not hasattr(table, "total_cpu") or single != 8 or table.max_entries % rows["columns"]:
+                raise LoadError("spec", f"metric {metric['name']}: {rows['map']} must be a BPF_PERCPU_ARRAY of u64 "
+                                        f"with rows × {rows['columns']} cells (EUNOMIA_ROW_CELLS)")
+            arrays[metric["name"]] = RowArray(table, rows["columns"])
+        if not arrays:
+            return None
+        try:
+            row_map = self.bpf.get_table("eunomia_cgroup_rows")
+        except KeyError:
+            return None  # --cgroup-rows 0: every cgroup counts in the hash maps
+        return CgroupRowSet(row_map, self.bpf.get_table("eunomia_cgroup_moves"), arrays, idle)
+
+    def maintain(self) -> None:
+        """Drain the hash maps of ``cgroup_rows`` metrics and let the rows change hands."""
+        demand: dict[int, int] = defaultdict(int)
+        for metric, table, key_layout in self._maps:
+            if metric.get("cgroup_rows"):
+                totals = self._totals[metric["name"]]
+                for key, leaf in table.items_lookup_and_delete_batch():
+                    raw = key_layout.codec.unpack(bytes(key))
+                    count = _count(leaf)
+                    labels = self._labels(metric, raw)
+                    totals[labels][0] = totals[labels].get(0, 0) + count
+                    demand[int(raw[0])] += count
+        if self.rows is not None:
+            self.rows.maintain(demand, self.clock())
+
+    def _row_series(self, metric: dict[str, Any]) -> dict[Labels, dict[int, int]]:
+        series: dict[Labels, dict[int, int]] = defaultdict(dict)
+        for labels, slots in self._totals[metric["name"]].items():
+            series[labels][0] = slots.get(0, 0)
+        if self.rows is not None:
+            for (cgroup_id, column), count in self.rows.counts(metric["name"]).items():
+                labels = self._labels(metric, (cgroup_id, column))
+                series[labels][0] = series[labels].get(0, 0) + count
+        return series
+
+    def stats(self) -> dict[str, int]:
+        out = {"stack_map_clears": self.stack_map_clears}
+        if self.rows is not None:
+            out.update(self.rows.stats())
+        return out
 
     def _labels(self, metric: dict[str, Any], raw: tuple[Any, ...]) -> Labels:
         specs = metric["labels"]
@@ -134,8 +198,13 @@ class MetricsReader:
 
     def read(self) -> list[dict[str, Any]]:
         samples: list[dict[str, Any]] = []
+        if any(metric.get("cgroup_rows") for metric, _, _ in self._maps):
+            self.maintain()
         for metric, table, key_layout in self._maps:
-            series = self._collect(metric, table, key_layout)
+            if metric.get("cgroup_rows"):
+                series = self._row_series(metric)
+            else:
+                series = self._collect(metric, table, key_layout)
             for labels, slots in series.items():
                 if metric["type"] == "counter":
                     samples.append({"name": metric["name"], "type": "counter", "labels": dict(labels),

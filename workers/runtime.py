@@ -21,6 +21,7 @@ from ipc.channels import DroppingSender, connect_worker
 from ipc.envelope import FrameError, FrameType, decode, encode, encode_events
 from ipc.runtime_dir import Endpoints
 from workers import privileges
+from workers.cgroup_rows import MAINTAIN_INTERVAL
 from workers.decoder import EventDecoder, monotonic_to_epoch_offset
 from workers.hooks import Hook, load_hook, read_hook
 from workers.loader import LoadError, attach, compile_program
@@ -131,7 +132,8 @@ class Worker:
             "ipc_frames_dropped": self.sender.frames_dropped,  # including metrics frames, which carry no events
             "kernel_dropped": kernel,  # ring buffer or map full, plus missed program runs
             "kernel_missed_runs": missed,
-            "stack_map_clears": self.metrics.stack_map_clears if self.metrics else 0,
+            "stack_map_clears": 0,
+            **(self.metrics.stats() if self.metrics else {}),
             "filter_cgroups": self.filter_cgroups,
             "filter_updates": self.filter_updates,
             "hook_errors": self.hook.errors if self.hook else 0,
@@ -156,7 +158,8 @@ class Worker:
             self.decoder = EventDecoder(self.plan.event)
             self.bpf[self.plan.event["ringbuf"]].open_ring_buffer(self._on_record)
         if self.plan.metrics:
-            self.metrics = MetricsReader(self.bpf, self.plan.metrics)
+            self.metrics = MetricsReader(self.bpf, self.plan.metrics,
+                                         row_idle=float(self.plan.values.get("cgroup_row_idle", 60)))
         source = read_hook(self.plan.hook) if self.plan.hook else None
         self._confine()
         if self.plan.hook:
@@ -294,6 +297,7 @@ class Worker:
         next_hb = now
         next_metrics = now + plan.metrics_interval
         next_clock = now + 60
+        next_rows = now + MAINTAIN_INTERVAL
         poll_ms = max(1, int(plan.batch_interval * 1000))
         exit_code = EXIT_OK
         while not self.stopping:
@@ -312,6 +316,9 @@ class Worker:
             if now >= next_metrics:
                 self._send_metrics()
                 next_metrics = now + plan.metrics_interval
+            if now >= next_rows and self.metrics is not None and self.metrics.rows is not None:
+                self.metrics.maintain()
+                next_rows = now + MAINTAIN_INTERVAL
             if now >= next_clock:
                 self._follow_clock()
                 next_clock = now + 60

@@ -229,6 +229,16 @@ class MetricLabel(_Model):
         return value
 
 
+class CgroupRows(_Model):
+    """A counter's fast path: cgroups that have a row count in ``map``, a per-CPU array of
+    u64 indexed by ``row * columns + column``, where the column is the metric's second label;
+    the metric's own hash map keeps counting for cgroups without a row and columns out of
+    range. The worker assigns rows to the busiest cgroups (see workers/cgroup_rows.py)."""
+
+    map: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")]
+    columns: Annotated[int, Field(ge=1, le=4096)]
+
+
 class Metric(_Model):
     """An aggregation map in the kernel. The map name is the metric name (ebpf_exporter's rule)."""
 
@@ -243,6 +253,7 @@ class Metric(_Model):
     # Read and clear the map at every read; the worker keeps the running
     # totals, so the exported counter stays monotonic while the kernel maps never fill up.
     drain: bool = False
+    cgroup_rows: CgroupRows | None = None
 
     @model_validator(mode="after")
     def _naming(self) -> Metric:
@@ -257,6 +268,14 @@ class Metric(_Model):
         if any(label.stack for label in self.labels) and not self.drain:
             raise ValueError(f"metric {self.name}: metrics keyed by stacks must set drain: true "
                              "(stack ids are only valid until the stack map is cleared)")
+        if self.cgroup_rows is not None:
+            kinds = [(label.name, label.type) for label in self.labels]
+            if self.type != "counter" or len(kinds) != 2 or kinds[0] != ("cgroup_id", "u64") \
+                    or self.labels[1].type != "u32":
+                raise ValueError(f"metric {self.name}: cgroup_rows needs a counter whose labels are exactly "
+                                 "cgroup_id (u64) and one u32 label (the column)")
+            if self.cgroup_rows.map == self.name:
+                raise ValueError(f"metric {self.name}: the cgroup_rows map needs a name of its own")
         return self
 
 
@@ -272,14 +291,14 @@ class Example(_Model):
 
 def check_parameter_names(parameters: list[Parameter]) -> None:
     """A tracer's own parameters may not reuse each other's or the runtime's names and flags."""
-    from workers.args import COMMON_PARAMETERS  # the runtime's own options
+    from workers.args import COMMON_PARAMETERS, ROW_PARAMETERS  # the runtime's own options
 
     names = [p.name for p in parameters]
-    common = {p.name for p in COMMON_PARAMETERS}
+    common = {p.name for p in COMMON_PARAMETERS + ROW_PARAMETERS}
     clash = (set(names) & common) | {n for n in names if names.count(n) > 1}
     if clash:
         raise ValueError(f"parameter names {sorted(clash)} are duplicated or reserved by the runtime")
-    flags = [p.flag for p in list(parameters) + list(COMMON_PARAMETERS) if p.flag]
+    flags = [p.flag for p in list(parameters) + list(COMMON_PARAMETERS + ROW_PARAMETERS) if p.flag]
     if len(set(flags)) != len(flags):
         raise ValueError(f"parameter flags collide: {sorted(f for f in flags if flags.count(f) > 1)}")
 
@@ -300,11 +319,11 @@ class TracerSpec(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> TracerSpec:
-        from workers.args import COMMON_PARAMETERS  # the runtime's own options
+        from workers.args import COMMON_PARAMETERS, ROW_PARAMETERS  # the runtime's own options
 
         check_parameter_names(self.parameters)
         defines = []
-        for p in self.parameters + list(COMMON_PARAMETERS):
+        for p in self.parameters + list(COMMON_PARAMETERS + ROW_PARAMETERS):
             if p.define is None:
                 continue
             defines += [f"{p.define}{s}" for s in ("_SET", "_LO", "_HI")] if p.type == "comm" else [p.define]
@@ -314,6 +333,11 @@ class TracerSpec(_Model):
         metric_names = [m.name for m in self.metrics]
         if len(set(metric_names)) != len(metric_names):
             raise ValueError(f"metric names (= map names) must be unique: {sorted(metric_names)}")
+        row_maps = [m.cgroup_rows.map for m in self.metrics if m.cgroup_rows]
+        taken = set(metric_names) & set(row_maps) or {n for n in row_maps if row_maps.count(n) > 1}
+        if taken:
+            raise ValueError(f"cgroup_rows maps need names of their own, not another metric's or each other's: "
+                             f"{sorted(taken)}")
         by_name = {p.name: p for p in self.parameters + list(COMMON_PARAMETERS)}
         for i, probe in enumerate(self.probes):
             for ref in placeholders(probe.target) + placeholders(probe.frequency):

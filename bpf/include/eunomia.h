@@ -11,6 +11,7 @@
  *   EUNOMIA_FILTER_CGROUP        1: keep only tasks in (or below) a cgroup of the
  *                                eunomia_cgroups map; 2: keep only tasks in none of them
  *   EUNOMIA_EVENT_SIZE/_STRUCT   the event size its spec implies (checked below)
+ *   EUNOMIA_CGROUP_ROWS          rows for `cgroup_rows` metrics (--cgroup-rows), 0: none
  */
 #ifndef EUNOMIA_H
 #define EUNOMIA_H
@@ -92,31 +93,67 @@ BPF_PERCPU_ARRAY(eunomia_cgroup_cache, struct eunomia_cgroup_verdict, 1);
 /* bpf_get_current_cgroup_id() costs tens of ns, too much on paths such as every syscall:
  * each CPU remembers the last thread's answer. A thread's cgroup changes only when it is
  * moved (cgroup:cgroup_attach_task / cgroup_transfer_tasks) and a thread id names another
- * thread only after an exit: both bump the generation, which invalidates every memo. */
+ * thread only after an exit: both bump the generation, which invalidates every memo. The
+ * worker bumps it too when it changes the cgroup rows below. */
 BPF_ARRAY(eunomia_cgroup_moves, u64, 1);
 struct eunomia_cgroup_memo {
     u64 pid_tgid;
     u64 cgroup_id;
     u64 generation;
+    u32 row;
+    u32 pad;
 };
 BPF_PERCPU_ARRAY(eunomia_cgroup_memo, struct eunomia_cgroup_memo, 1);
 
-static __always_inline u64 eunomia_current_cgroup_id(void)
+/* Cgroup rows (EUNOMIA_CGROUP_ROWS > 0, for tracers with `cgroup_rows` metrics): the worker
+ * gives each of the busiest cgroups a row number, and a hot path counts in a per-CPU array
+ * at row * columns + column instead of a hash map keyed by (cgroup, column): an array
+ * lookup is a few instructions, a hash lookup tens of ns. A cgroup without a row (all taken,
+ * or not yet assigned: the worker assigns once a second) counts in the hash map. */
+#ifndef EUNOMIA_CGROUP_ROWS
+#define EUNOMIA_CGROUP_ROWS 0
+#endif
+#define EUNOMIA_NO_ROW 0xffffffffU
+/* Cells of a row array of `columns` columns (one row even when rows are off, so it compiles). */
+#define EUNOMIA_ROW_CELLS(columns) ((EUNOMIA_CGROUP_ROWS > 0 ? EUNOMIA_CGROUP_ROWS : 1) * (columns))
+#if EUNOMIA_CGROUP_ROWS > 0
+BPF_HASH(eunomia_cgroup_rows, u64, u32, EUNOMIA_CGROUP_ROWS);
+#endif
+
+/* The current task's cgroup id; *row receives its cgroup's row or EUNOMIA_NO_ROW. */
+static __always_inline u64 eunomia_current_cgroup_row(u32 *row)
 {
     int zero = 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u64 *moves = eunomia_cgroup_moves.lookup(&zero);
     struct eunomia_cgroup_memo *memo = eunomia_cgroup_memo.lookup(&zero);
+    *row = EUNOMIA_NO_ROW;
     if (!moves || !memo)
         return bpf_get_current_cgroup_id();
     u64 generation = *moves;
-    if (memo->pid_tgid == pid_tgid && memo->generation == generation && memo->cgroup_id)
+    if (memo->pid_tgid == pid_tgid && memo->generation == generation && memo->cgroup_id) {
+        *row = memo->row;
         return memo->cgroup_id;
+    }
     u64 cgroup_id = bpf_get_current_cgroup_id();
+    u32 found = EUNOMIA_NO_ROW;
+#if EUNOMIA_CGROUP_ROWS > 0
+    u32 *assigned = eunomia_cgroup_rows.lookup(&cgroup_id);
+    if (assigned && *assigned < EUNOMIA_CGROUP_ROWS)
+        found = *assigned;
+#endif
     memo->pid_tgid = pid_tgid;
     memo->cgroup_id = cgroup_id;
     memo->generation = generation;
+    memo->row = found;
+    *row = found;
     return cgroup_id;
+}
+
+static __always_inline u64 eunomia_current_cgroup_id(void)
+{
+    u32 row;
+    return eunomia_current_cgroup_row(&row);
 }
 
 static __always_inline void eunomia_cgroups_moved(void)

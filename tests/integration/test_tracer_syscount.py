@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,54 @@ def test_a_thread_moved_to_another_cgroup_is_counted_there_at_once(agent: Agent,
         finally:
             proc.kill()
             proc.wait()
+
+
+def _worker(agent: Agent, instance_id: str) -> dict[str, Any]:
+    return agent.get(f"/instances/{instance_id}")["worker"]
+
+
+def test_counts_stay_exact_while_a_cgroup_gains_and_gives_back_its_row(agent: Agent, tmp_path: Path) -> None:
+    """The fast path: the worker gives a busy cgroup a row of a per-CPU array, and takes it
+    back once the cgroup is idle. Counts made before, on and after the row add up exactly."""
+    (tmp_path / "mover.c").write_text(MOVER)
+    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "mover"), str(tmp_path / "mover.c")], check=True)
+    rounds = (300, 5000, 700)
+    with private_cgroup() as cgroup:
+        proc = subprocess.Popen([str(tmp_path / "mover"), *map(str, rounds)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, preexec_fn=enter_cgroup(cgroup))
+        assert proc.stdin is not None and proc.stdout is not None
+
+        def round_(n: int) -> None:
+            proc.stdin.write(b"g")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == b"done\n", f"round {n}"
+
+        try:
+            inst = agent.start("syscount", ["-p", str(proc.pid), "--cgroup-row-idle", "2"])
+            agent.wait_state(inst["id"], "running")
+            assert _worker(agent, inst["id"])["cgroup_rows_assigned"] == 0
+            round_(1)  # on the slow path: the cgroup has no row yet
+            wait_for(lambda: _worker(agent, inst["id"]).get("cgroup_rows_held") == 1, 10, "a row for the cgroup")
+            round_(2)  # on its row
+            wait_for(lambda: (w := _worker(agent, inst["id"]))["cgroup_rows_retired"] == 1
+                     and w["cgroup_rows_held"] == 0, 15, "the idle cgroup's row taken back")
+            round_(3)  # on the slow path again, then on a new row
+            wait_for(lambda: _worker(agent, inst["id"])["cgroup_rows_assigned"] == 2, 10, "a second row")
+            getppid = (("cgroup_id", str(os.stat(cgroup).st_ino)), ("syscall", "getppid"))
+            wait_for(lambda: _series(agent, "eunomia_syscount_calls_total", inst["id"]).get(getppid) == sum(rounds),
+                     15, f"{sum(rounds)} getppid calls")
+            time.sleep(2.5)  # the second row retires too: still exact
+            assert _worker(agent, inst["id"])["cgroup_rows_retired"] == 2
+            assert _series(agent, "eunomia_syscount_calls_total", inst["id"])[getppid] == sum(rounds)
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def test_without_rows_every_cgroup_counts_in_the_hash_map(agent: Agent, program: Path) -> None:
+    inst, _pid, cgroup = _run(program, ["--cgroup-rows", "0"], agent)
+    getppid = (("cgroup_id", cgroup), ("syscall", "getppid"))
+    wait_for(lambda: _series(agent, "eunomia_syscount_calls_total", inst["id"]).get(getppid) == GETPPID, 15,
+             "the getppid count")
+    worker = _worker(agent, inst["id"])
+    assert "cgroup_rows_held" not in worker  # no row set at all
