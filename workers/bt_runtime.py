@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ipc.envelope import FrameType, encode, encode_events
-from workers import bt_script
+from workers import bt_attach, bt_script
 from workers.bt_output import OutputParser
 from workers.decoder import monotonic_to_epoch_offset
 from workers.hooks import Hook, load_hook, read_hook
@@ -33,6 +33,7 @@ from workers.runtime import PR_SET_PDEATHSIG, Worker, _libc, memory_kib
 
 BPFTRACE_ENV = "EUNOMIA_BPFTRACE"  # another bpftrace binary (tests, packaging)
 STOP_GRACE = 3.0  # seconds bpftrace gets to print its maps after SIGINT
+ATTACH_TIMEOUT = 10.0  # seconds to wait for the kernel to show bpftrace's probes attached
 STDERR_LINES = 40
 # bpftrace's complaint when it cannot raise RLIMIT_MEMLOCK; harmless on kernels that account
 # BPF memory to cgroups (5.11+), so it is never reported as the error.
@@ -114,6 +115,11 @@ class BpftraceWorker(Worker):
             self._drain_control()
             if self.stopping:
                 return
+        # "attached_probes" comes before the attach itself: wait for the kernel to show it
+        expected = bt_attach.expected_attachments(bt_script.probes(rewritten))
+        if expected and not bt_attach.wait_attached(self.child.pid, expected, ATTACH_TIMEOUT,
+                                                    alive=lambda: self.child is not None and self.child.poll() is None):
+            sys.stderr.write(f"bpftrace has not shown {expected} attached probes after {ATTACH_TIMEOUT:.0f} s; going on\n")
         source = read_hook(plan.hook) if plan.hook else None
         self._confine()  # an untrusted tracer's hook runs without privileges (bpftrace, its child, keeps them)
         if plan.hook:

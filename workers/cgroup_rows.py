@@ -60,6 +60,10 @@ class RowPlanner:
         self.retired = 0
 
     @property
+    def free(self) -> int:
+        return len(self._free)
+
+    @property
     def held(self) -> list[int]:
         """Rows whose cells hold counts not yet folded into the totals (active or retiring)."""
         return sorted(self.rows)
@@ -133,6 +137,15 @@ class RowArray:
 
     def read(self, row: int) -> list[int]:
         """The row's cells, summed over the CPUs."""
+        self.read_raw(row)
+        values = memoryview(self._values).cast("B").cast("Q")
+        if self.cpus == 1:
+            return list(values)
+        # cells are cell-major (every CPU's value of cell 0, then of cell 1 …): one strided view per CPU
+        return list(map(sum, zip(*(values[cpu::self.cpus] for cpu in range(self.cpus)), strict=True)))
+
+    def read_raw(self, row: int) -> None:
+        """Fetch the row's per-CPU values into the buffer with one system call."""
         # The batch's position is the key before the first one returned (none: from key 0).
         previous = ctypes.c_uint32(row * self.columns - 1) if row else None
         out = ctypes.c_uint32(0)
@@ -143,10 +156,11 @@ class RowArray:
         if count.value != self.columns or self._keys[0] != row * self.columns:
             raise OSError(ctypes.get_errno(), f"reading row {row} of a cgroup row array failed (res {res}, "
                                               f"{count.value} cells from {self._keys[0]})")
-        values = memoryview(self._values).cast("B").cast("Q")
-        if self.cpus == 1:
-            return list(values)
-        return [sum(values[i:i + self.cpus]) for i in range(0, self.columns * self.cpus, self.cpus)]
+
+    def total(self, row: int) -> int:
+        """The sum of the row's cells over every CPU: enough to see whether it counted."""
+        self.read_raw(row)
+        return sum(memoryview(self._values).cast("B").cast("Q"))
 
     def zero(self, row: int) -> None:
         for i in range(self.columns):
@@ -175,8 +189,19 @@ class CgroupRowSet:
         self.folded: dict[str, dict[int, dict[int, int]]] = {name: {} for name in arrays}
         self._live: dict[str, dict[int, list[int]]] = {name: {} for name in arrays}  # metric → row → cells
         self.generation_bumps = 0
+        self._next_activity = 0.0
 
-    def maintain(self, demand: dict[int, int], now: float) -> None:
+    @property
+    def has_free_rows(self) -> bool:
+        return self.planner.free > 0
+
+    def maintain(self, demand: dict[int, int], now: float, full: bool = True) -> None:
+        """Fold the rows past their grace period, look at the held rows, retire and assign.
+
+        ``full`` reads every held row cell by cell (for a metrics read); otherwise the rows'
+        totals are read, and only every quarter of the idle time, which is all the retirement
+        needs (summing rows × columns × CPUs values every second would cost on large hosts).
+        """
         planner = self.planner
         for row, cgroup_id in planner.releasable(now):
             for name, array in self.arrays.items():
@@ -186,13 +211,18 @@ class CgroupRowSet:
                 array.zero(row)
                 self._live[name].pop(row, None)
             planner.release(row)
-        for row in planner.held:
-            activity = 0
-            for name, array in self.arrays.items():
-                cells = array.read(row)
-                self._live[name][row] = cells
-                activity += sum(cells)
-            planner.observe(row, activity, now)
+        if full or now >= self._next_activity:
+            self._next_activity = now + max(MAINTAIN_INTERVAL, planner.idle / 4)
+            for row in planner.held:
+                activity = 0
+                for name, array in self.arrays.items():
+                    if full:
+                        cells = array.read(row)
+                        self._live[name][row] = cells
+                        activity += sum(cells)
+                    else:
+                        activity += array.total(row)
+                planner.observe(row, activity, now)
         changes = planner.plan(demand, now)
         if not changes:
             return

@@ -130,20 +130,23 @@ class MetricsReader:
             return None  # --cgroup-rows 0: every cgroup counts in the hash maps
         return CgroupRowSet(row_map, self.bpf.get_table("eunomia_cgroup_moves"), arrays, idle)
 
-    def maintain(self) -> None:
-        """Drain the hash maps of ``cgroup_rows`` metrics and let the rows change hands."""
+    def maintain(self, full: bool = False) -> None:
+        """Drain the hash maps of ``cgroup_rows`` metrics and let the rows change hands
+        (every second; ``full`` for a metrics read). The drain is skipped between reads
+        while no row is free: the cgroups it would find could not get one anyway."""
         demand: dict[int, int] = defaultdict(int)
-        for metric, table, key_layout in self._maps:
-            if metric.get("cgroup_rows"):
-                totals = self._totals[metric["name"]]
-                for key, leaf in table.items_lookup_and_delete_batch():
-                    raw = key_layout.codec.unpack(bytes(key))
-                    count = _count(leaf)
-                    labels = self._labels(metric, raw)
-                    totals[labels][0] = totals[labels].get(0, 0) + count
-                    demand[int(raw[0])] += count
+        if full or self.rows is None or self.rows.has_free_rows:
+            for metric, table, key_layout in self._maps:
+                if metric.get("cgroup_rows"):
+                    totals = self._totals[metric["name"]]
+                    for key, leaf in table.items_lookup_and_delete_batch():
+                        raw = key_layout.codec.unpack(bytes(key))
+                        count = _count(leaf)
+                        labels = self._labels(metric, raw)
+                        totals[labels][0] = totals[labels].get(0, 0) + count
+                        demand[int(raw[0])] += count
         if self.rows is not None:
-            self.rows.maintain(demand, self.clock())
+            self.rows.maintain(demand, self.clock(), full=full)
 
     def _row_series(self, metric: dict[str, Any]) -> dict[Labels, dict[int, int]]:
         series: dict[Labels, dict[int, int]] = defaultdict(dict)
@@ -199,7 +202,7 @@ class MetricsReader:
     def read(self) -> list[dict[str, Any]]:
         samples: list[dict[str, Any]] = []
         if any(metric.get("cgroup_rows") for metric, _, _ in self._maps):
-            self.maintain()
+            self.maintain(full=True)
         for metric, table, key_layout in self._maps:
             if metric.get("cgroup_rows"):
                 series = self._row_series(metric)

@@ -247,3 +247,26 @@ def test_a_tracer_may_not_declare_the_row_options_itself() -> None:
     data["parameters"] = [{"name": "cgroup_rows", "type": "int", "define": "MY_ROWS", "description": "d"}]
     with pytest.raises(SpecError, match="reserved"):
         parse_spec(data, "x")
+
+
+def test_between_reads_rows_are_only_totalled_every_quarter_of_the_idle_time() -> None:
+    rows, lib, row_map, _generation = make_set(idle=8)
+    rows.maintain({111: 40}, now=0.0, full=False)  # assigned; the next look is due at 2.0
+    lib.count(0, 3, COLUMNS, cpu=1, n=10)
+    rows.maintain({}, now=1.0, full=False)  # not due: not even read
+    assert rows.planner.rows[0].changed == 0.0
+    rows.maintain({}, now=2.0, full=False)
+    assert rows.planner.rows[0].changed == 2.0
+    lib.count(0, 3, COLUMNS, n=1)
+    rows.maintain({}, now=4.0, full=False)
+    assert rows.planner.rows[0].changed == 4.0
+    assert rows.counts("calls_total") == {}  # cells are read one by one only for a metrics read
+    rows.maintain({}, now=4.5, full=True)
+    assert rows.counts("calls_total") == {(111, 3): 11}
+    for now in (6.5, 8.5, 10.5):
+        rows.maintain({}, now=now, full=False)
+    assert dict(row_map) == {111: 0}
+    rows.maintain({}, now=12.0, full=False)  # idle since 4.0
+    assert dict(row_map) == {}
+    rows.maintain({}, now=12.5, full=False)
+    assert rows.counts("calls_total") == {(111, 3): 11} and rows.planner.held == []
