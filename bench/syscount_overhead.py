@@ -88,6 +88,11 @@ def tool_eunomia_host() -> subprocess.Popen[str]:
     return tool_eunomia("--host")
 
 
+def tool_eunomia_hash() -> subprocess.Popen[str]:
+    """Without cgroup rows: every count goes through the hash map, as for a cgroup that has no row."""
+    return tool_eunomia("--cgroup-rows", "0")
+
+
 def tool_bcc() -> subprocess.Popen[str]:
     exe = shutil.which("syscount-bpfcc") or "/usr/sbin/syscount-bpfcc"
     proc = subprocess.Popen([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -146,6 +151,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--filter", action="store_true",
                         help="also measure Eunomia's syscount with the cgroup filter on (--host)")
+    parser.add_argument("--hash-path", action="store_true",
+                        help="also measure Eunomia's syscount with --cgroup-rows 0 (the path of a cgroup without a row)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")
@@ -158,6 +165,8 @@ def main() -> int:
         "baseline": None, "eunomia syscount": tool_eunomia, "syscount-bpfcc": tool_bcc, "bpftrace": tool_bpftrace}
     if args.filter:
         tools["eunomia --host"] = tool_eunomia_host
+    if args.hash_path:
+        tools["eunomia no rows"] = tool_eunomia_hash
     results: dict[str, list[float]] = {name: [] for name in tools}
     kernel: dict[str, list[float]] = {name: [] for name, start in tools.items() if start}
     switch = StatsSwitch()

@@ -175,7 +175,8 @@ def test_counts_stay_exact_while_a_cgroup_gains_and_gives_back_its_row(agent: Ag
         try:
             inst = agent.start("syscount", ["-p", str(proc.pid), "--cgroup-row-idle", "2"])
             agent.wait_state(inst["id"], "running")
-            assert _worker(agent, inst["id"])["cgroup_rows_assigned"] == 0
+            wait_for(lambda: _worker(agent, inst["id"]).get("cgroup_rows_assigned") == 0, 10,
+                     "the worker's first report, with no row given yet")
             round_(1)  # on the slow path: the cgroup has no row yet
             wait_for(lambda: _worker(agent, inst["id"]).get("cgroup_rows_held") == 1, 10, "a row for the cgroup")
             round_(2)  # on its row
@@ -186,8 +187,9 @@ def test_counts_stay_exact_while_a_cgroup_gains_and_gives_back_its_row(agent: Ag
             getppid = (("cgroup_id", str(os.stat(cgroup).st_ino)), ("syscall", "getppid"))
             wait_for(lambda: _series(agent, "eunomia_syscount_calls_total", inst["id"]).get(getppid) == sum(rounds),
                      15, f"{sum(rounds)} getppid calls")
-            time.sleep(2.5)  # the second row retires too: still exact
-            assert _worker(agent, inst["id"])["cgroup_rows_retired"] == 2
+            wait_for(lambda: (w := _worker(agent, inst["id"]))["cgroup_rows_retired"] == 2
+                     and w["cgroup_rows_held"] == 0, 15, "the second row taken back")
+            time.sleep(1.5)  # a metrics read after the fold: still exact
             assert _series(agent, "eunomia_syscount_calls_total", inst["id"])[getppid] == sum(rounds)
         finally:
             proc.kill()
@@ -199,5 +201,5 @@ def test_without_rows_every_cgroup_counts_in_the_hash_map(agent: Agent, program:
     getppid = (("cgroup_id", cgroup), ("syscall", "getppid"))
     wait_for(lambda: _series(agent, "eunomia_syscount_calls_total", inst["id"]).get(getppid) == GETPPID, 15,
              "the getppid count")
-    worker = _worker(agent, inst["id"])
+    worker = wait_for(lambda: "cpu_seconds" in (w := _worker(agent, inst["id"])) and w, 10, "a heartbeat")
     assert "cgroup_rows_held" not in worker  # no row set at all
