@@ -60,12 +60,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     else
         eunomia_count_drop(); /* the map is full: counted, never silent */
 
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {{
-        eunomia_count_drop(); /* the ring buffer is full */
-        return 0;
-    }}
-    eunomia_fill_header(&e->hdr);
+    struct event *e = eunomia_reserve_event(sizeof(struct event)); /* header filled in */
+    if (!e)
+        return 0; /* the ring buffer is full: eunomia_reserve_event() counted the loss */
     TP_DATA_LOC_READ_STR(e->filename, filename, sizeof(e->filename));
     eunomia_submit(e, sizeof(*e));
     return 0;

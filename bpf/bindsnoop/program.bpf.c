@@ -166,13 +166,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_bind)
         pending_binds.delete(&tid);
         return 0;
     }
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
     if (!e) {
-        eunomia_count_drop();
         pending_binds.delete(&tid);
         return 0;
     }
-    eunomia_fill_header(&e->hdr);
     e->fd = p->fd;
     e->err = err;
     e->family = family;

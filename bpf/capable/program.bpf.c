@@ -48,12 +48,9 @@ TRACEPOINT_PROBE(capability, cap_capable)
     count_check(&key);
     if (FILTER_DENIED && !denied)
         return 0;
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        eunomia_count_drop();
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
+    if (!e)
         return 0;
-    }
-    eunomia_fill_header(&e->hdr);
     e->cap = cap;
     e->cap_name = (u8)cap;
     e->result = denied;

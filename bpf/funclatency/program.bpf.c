@@ -50,12 +50,9 @@ int on_return(struct pt_regs *ctx)
         eunomia_count_drop();  /* the map is full */
     if (!EMIT_EVENTS)
         return 0;
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        eunomia_count_drop();
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
+    if (!e)
         return 0;
-    }
-    eunomia_fill_header(&e->hdr);
     e->latency_ns = latency;
     eunomia_submit(e, sizeof(*e));
     return 0;

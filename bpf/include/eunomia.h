@@ -292,6 +292,20 @@ static __always_inline void eunomia_fill_header(struct eunomia_header *h)
     bpf_get_current_comm(&h->comm, sizeof(h->comm));
 }
 
+/* A ring buffer record for an event of the current task, its header filled in; NULL
+ * (the loss counted) when the ring buffer is full. `size` is sizeof the event struct,
+ * whose first member is the header. Submit it with eunomia_submit(). */
+static __always_inline void *eunomia_reserve_event(u64 size)
+{
+    struct eunomia_header *h = events.ringbuf_reserve(size);
+    if (!h) {
+        eunomia_count_drop();
+        return 0;
+    }
+    eunomia_fill_header(h);
+    return h;
+}
+
 /* Agent bookkeeping: children of agent processes are agent processes. */
 static __always_inline void eunomia_on_fork(u32 child_pid)
 {

@@ -83,13 +83,11 @@ static __always_inline int on_exit(long ret)
         pending_calls.delete(&tid);
         return 0;
     }
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
     if (!e) {
-        eunomia_count_drop();
         pending_calls.delete(&tid);
         return 0;
     }
-    eunomia_fill_header(&e->hdr);
     e->flags = p->flags;
     e->err = key.err;
     e->call = p->call;

@@ -80,12 +80,9 @@ TRACEPOINT_PROBE(oom, mark_victim)
     } else if (victims.update(&pid, &key) != 0) {
         eunomia_count_drop();
     }
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        eunomia_count_drop();
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
+    if (!e)
         return 0;
-    }
-    eunomia_fill_header(&e->hdr);
     e->total_vm_bytes = (u64)args->total_vm << 10;
     e->anon_rss_bytes = (u64)args->anon_rss << 10;
     e->file_rss_bytes = (u64)args->file_rss << 10;

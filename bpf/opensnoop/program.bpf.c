@@ -68,13 +68,11 @@ static __always_inline int on_exit(long ret)
         pending_open.delete(&tid);
         return 0;
     }
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
     if (!e) {
-        eunomia_count_drop();
         pending_open.delete(&tid);
         return 0;
     }
-    eunomia_fill_header(&e->hdr);
     e->fd = ret < 0 ? -1 : (s32)ret;
     e->err = ret < 0 ? (s32)-ret : 0;
     e->flags = p->flags;

@@ -60,12 +60,9 @@ TRACEPOINT_PROBE(exceptions, page_fault_user)
     count_fault(&key);
     if (!EMIT_EVENTS)
         return 0;
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        eunomia_count_drop();
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
+    if (!e)
         return 0;
-    }
-    eunomia_fill_header(&e->hdr);
     e->address = args->address;
     e->ip = args->ip;
     e->error_code = error_code;

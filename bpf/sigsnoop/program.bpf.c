@@ -63,12 +63,9 @@ TRACEPOINT_PROBE(signal, signal_generate)
     /* Delivered and lose_info (queued without its siginfo) both leave the signal pending. */
     if (FILTER_FAILED && (result == TRACE_SIGNAL_DELIVERED || result == TRACE_SIGNAL_LOSE_INFO))
         return 0;
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        eunomia_count_drop();
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
+    if (!e)
         return 0;
-    }
-    eunomia_fill_header(&e->hdr);
     e->tpid = args->pid;
     e->sig = args->sig;
     e->code = args->code;

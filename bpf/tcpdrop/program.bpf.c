@@ -46,12 +46,9 @@ TRACEPOINT_PROBE(skb, kfree_skb)
     tcpdrop_drops_total.increment(key);
     if (!INCLUDE_ALL && reason == SKB_DROP_REASON_NOT_SPECIFIED)
         return 0;
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        eunomia_count_drop();
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
+    if (!e)
         return 0;
-    }
-    eunomia_fill_header(&e->hdr);
     e->location = (u64)args->location;
     e->rx_sk = (u64)args->rx_sk;
     e->reason = reason;

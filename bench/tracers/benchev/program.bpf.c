@@ -24,12 +24,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
         return 0;
     u64 n = *seq + 1;
     *seq = n;
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        eunomia_count_drop();
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
+    if (!e)
         return 0;
-    }
-    eunomia_fill_header(&e->hdr);
     e->seq = n;
     eunomia_submit(e, sizeof(*e));
     return 0;

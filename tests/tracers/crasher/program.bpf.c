@@ -9,12 +9,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     if (eunomia_skip_current())
         return 0;
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        eunomia_count_drop();
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
+    if (!e)
         return 0;
-    }
-    eunomia_fill_header(&e->hdr);
     eunomia_submit(e, sizeof(*e));
     return 0;
 }

@@ -10,12 +10,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_getppid)
 {
     if (eunomia_skip_current())
         return 0;
-    struct event *e = events.ringbuf_reserve(sizeof(struct event));
-    if (!e) {
-        eunomia_count_drop();
+    struct event *e = eunomia_reserve_event(sizeof(struct event));
+    if (!e)
         return 0;
-    }
-    eunomia_fill_header(&e->hdr);
     e->report[0] = 0;
     eunomia_submit(e, sizeof(*e));
     return 0;
