@@ -152,7 +152,8 @@ def main() -> int:
     parser.add_argument("--filter", action="store_true",
                         help="also measure Eunomia's syscount with the cgroup filter on (--host)")
     parser.add_argument("--hash-path", action="store_true",
-                        help="also measure Eunomia's syscount with --cgroup-rows 0 (the path of a cgroup without a row)")
+                        help="also measure Eunomia's syscount with --cgroup-rows 0 "
+                             "(the path of a cgroup without a row)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root")

@@ -30,7 +30,7 @@ LOG_ROTATE_BYTES = 1 << 20
 WORKER_FIELDS = frozenset({"cpu_seconds", "produced", "sent", "hook_errors", "hook_last_error",
                            "kernel_missed_runs", "ipc_frames_dropped", "stack_map_clears",
                            "filter_cgroups", "filter_updates", "cgroup_rows_held", "cgroup_rows_assigned",
-                           "cgroup_rows_retired",
+                           "cgroup_rows_retired", "cgroup_row_counts",
                            "parse_errors", "parse_last_error", "helper_errors", "child_pid"})  # bpftrace
 COUNTERS = ("produced", "sent", "ipc_dropped", "kernel_dropped", "hook_dropped", "hook_errors", "rate_dropped")
 

@@ -56,7 +56,7 @@ NOT_FOR_BPFTRACE = frozenset({*CGROUP_SELECTORS, "host"})
 
 def parameters(spec: TracerSpec | BpftraceSpec) -> list[Parameter]:
     common = [p for p in COMMON_PARAMETERS if spec.kind != "bpftrace" or p.name not in NOT_FOR_BPFTRACE]
-    if any(getattr(m, "cgroup_rows", None) for m in spec.metrics):
+    if isinstance(spec, TracerSpec) and any(m.cgroup_rows for m in spec.metrics):
         common += ROW_PARAMETERS
     return common + list(spec.parameters)
 

@@ -119,7 +119,8 @@ class BpftraceWorker(Worker):
         expected = bt_attach.expected_attachments(bt_script.probes(rewritten))
         if expected and not bt_attach.wait_attached(self.child.pid, expected, ATTACH_TIMEOUT,
                                                     alive=lambda: self.child is not None and self.child.poll() is None):
-            sys.stderr.write(f"bpftrace has not shown {expected} attached probes after {ATTACH_TIMEOUT:.0f} s; going on\n")
+            sys.stderr.write(f"bpftrace has not shown {expected} attached probes after {ATTACH_TIMEOUT:.0f} s; "
+                             "going on\n")
         source = read_hook(plan.hook) if plan.hook else None
         self._confine()  # an untrusted tracer's hook runs without privileges (bpftrace, its child, keeps them)
         if plan.hook:

@@ -188,7 +188,6 @@ class CgroupRowSet:
         # counts of retired rows, kept here once their cells are zeroed: metric → cgroup → column → count
         self.folded: dict[str, dict[int, dict[int, int]]] = {name: {} for name in arrays}
         self._live: dict[str, dict[int, list[int]]] = {name: {} for name in arrays}  # metric → row → cells
-        self.generation_bumps = 0
         self._next_activity = 0.0
 
     @property
@@ -226,7 +225,7 @@ class CgroupRowSet:
         changes = planner.plan(demand, now)
         if not changes:
             return
-        for row, cgroup_id in changes.retire:
+        for _row, cgroup_id in changes.retire:
             try:
                 del self.row_map[self.row_map.Key(cgroup_id)]
             except KeyError:
@@ -246,7 +245,6 @@ class CgroupRowSet:
         overwritten: either way the value differs from every memo taken before this change."""
         key = self.generation.Key(0)
         self.generation[key] = self.generation.Leaf(self.generation[key].value + 1)
-        self.generation_bumps += 1
 
     def counts(self, name: str) -> dict[tuple[int, int], int]:
         """(cgroup id, column) → count: the retired rows' folded counts plus the held rows' cells."""
@@ -264,5 +262,6 @@ class CgroupRowSet:
         return out
 
     def stats(self) -> dict[str, int]:
+        on_rows = sum(sum(self.counts(name).values()) for name in self.arrays)  # as of the last metrics read
         return {"cgroup_rows_held": len(self.planner.active), "cgroup_rows_assigned": self.planner.assigned,
-                "cgroup_rows_retired": self.planner.retired}
+                "cgroup_rows_retired": self.planner.retired, "cgroup_row_counts": on_rows}

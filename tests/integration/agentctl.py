@@ -206,6 +206,21 @@ def enter_cgroup(cgroup: Path) -> Callable[[], None]:
 
 
 @contextmanager
+def child_in_cgroup(argv: list[str], cgroup: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` running in ``cgroup`` from its first instruction, stdin and stdout piped (the
+    tests' programs wait on stdin for each step); killed, reaped and its pipes closed after."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=enter_cgroup(cgroup))
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+@contextmanager
 def joined_cgroup(cgroup: Path) -> Iterator[None]:
     """This (test) process inside ``cgroup`` for the block, then back where it was."""
     here = cgroup_v2_path(Path("/proc/self/cgroup").read_text()) or "/"

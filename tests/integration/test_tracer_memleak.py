@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, enter_cgroup, private_cgroup, wait_for
+from tests.integration.agentctl import Agent, child_in_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #define _GNU_SOURCE
@@ -148,17 +148,8 @@ class Leaking:
 
 @pytest.fixture
 def leaking(leaker: Path) -> Iterator[Leaking]:
-    with private_cgroup() as first, private_cgroup() as second:
-        proc = subprocess.Popen([str(leaker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                preexec_fn=enter_cgroup(first))
-        try:
-            yield Leaking(proc, first, second)
-        finally:
-            proc.kill()
-            proc.wait()
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    pipe.close()
+    with private_cgroup() as first, private_cgroup() as second, child_in_cgroup([str(leaker)], first) as proc:
+        yield Leaking(proc, first, second)
 
 
 Totals = dict[str, dict[tuple[str, str], float]]

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, cgroup_id_of, enter_cgroup, private_cgroup, wait_for
+from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, cgroup_id_of, child_in_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -131,17 +131,8 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
 @pytest.fixture
 def blocking(blocker: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The program, waiting for the test, in a cgroup of its own."""
-    with private_cgroup() as cgroup:
-        proc = subprocess.Popen([str(blocker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                preexec_fn=enter_cgroup(cgroup))
-        try:
-            yield proc
-        finally:
-            proc.kill()
-            proc.wait()
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    pipe.close()
+    with private_cgroup() as cgroup, child_in_cgroup([str(blocker)], cgroup) as proc:
+        yield proc
 
 
 def _run(proc: subprocess.Popen[bytes]) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, cgroup_id_of, enter_cgroup, private_cgroup, wait_for
+from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, cgroup_id_of, child_in_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -55,14 +55,8 @@ def spinner(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def spinning(spinner: Path) -> Iterator[subprocess.Popen[bytes]]:
     """The spinner, waiting for "go", in a cgroup of its own."""
-    with private_cgroup() as cgroup:
-        proc = subprocess.Popen([str(spinner)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                preexec_fn=enter_cgroup(cgroup))
-        try:
-            yield proc
-        finally:
-            proc.kill()
-            proc.wait()
+    with private_cgroup() as cgroup, child_in_cgroup([str(spinner)], cgroup) as proc:
+        yield proc
 
 
 def _run_spin(proc: subprocess.Popen[bytes]) -> None:

@@ -6,12 +6,12 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.integration.agentctl import Agent, enter_cgroup, private_cgroup, wait_for
+from tests.integration.agentctl import Agent, child_in_cgroup, enter_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -115,85 +115,81 @@ int main(int argc, char **argv)
 """
 
 
-def test_a_thread_moved_to_another_cgroup_is_counted_there_at_once(agent: Agent, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def mover(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("mover")
+    (folder / "mover.c").write_text(MOVER)
+    subprocess.run(["gcc", "-O2", "-o", str(folder / "mover"), str(folder / "mover.c")], check=True)
+    return folder / "mover"
+
+
+def _round(proc: subprocess.Popen[bytes]) -> None:
+    """Let the mover make its next round of calls (one character: one getchar()) and wait for it."""
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"g")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == b"done\n"
+
+
+def test_a_thread_moved_to_another_cgroup_is_counted_there_at_once(agent: Agent, mover: Path) -> None:
     """Each CPU remembers the last thread's cgroup id (bpf_get_current_cgroup_id() is dear on every
     syscall); a move between cgroups must invalidate it: the counts split exactly where the move was."""
-    (tmp_path / "mover.c").write_text(MOVER)
-    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "mover"), str(tmp_path / "mover.c")], check=True)
     rounds = (300, 500, 700)
-    with private_cgroup() as first, private_cgroup() as second:
-        proc = subprocess.Popen([str(tmp_path / "mover"), *map(str, rounds)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, preexec_fn=enter_cgroup(first))
-        assert proc.stdin is not None and proc.stdout is not None
+    with private_cgroup() as first, private_cgroup() as second, \
+            child_in_cgroup([str(mover), *map(str, rounds)], first) as proc:
+        inst = agent.start("syscount", ["-p", str(proc.pid)])
+        agent.wait_state(inst["id"], "running")
+        for cgroup in (first, second, first):
+            (cgroup / "cgroup.procs").write_text(str(proc.pid))
+            _round(proc)
+        ids = {os.stat(first).st_ino: rounds[0] + rounds[2], os.stat(second).st_ino: rounds[1]}
+
+        def counts() -> dict[int, float] | None:
+            got = {int(dict(k)["cgroup_id"]): v for k, v in _series(agent, "eunomia_syscount_calls_total",
+                                                                    inst["id"]).items()
+                   if dict(k).get("syscall") == "getppid"}
+            seen.append(got)
+            return got if got == ids else None
+
+        seen: list[dict[int, float]] = []
         try:
-            inst = agent.start("syscount", ["-p", str(proc.pid)])
-            agent.wait_state(inst["id"], "running")
-            for cgroup in (first, second, first):
-                (cgroup / "cgroup.procs").write_text(str(proc.pid))
-                proc.stdin.write(b"g")  # one character: one getchar(), one round
-                proc.stdin.flush()
-                assert proc.stdout.readline() == b"done\n"
-            ids = {os.stat(first).st_ino: rounds[0] + rounds[2], os.stat(second).st_ino: rounds[1]}
-
-            def counts() -> dict[int, float] | None:
-                got = {int(dict(k)["cgroup_id"]): v for k, v in _series(agent, "eunomia_syscount_calls_total",
-                                                                        inst["id"]).items()
-                       if dict(k).get("syscall") == "getppid"}
-                seen.append(got)
-                return got if got == ids else None
-
-            seen: list[dict[int, float]] = []
-            try:
-                wait_for(counts, 15, f"getppid counted per cgroup as {ids}")
-            except AssertionError:
-                raise AssertionError(f"getppid per cgroup: {seen[-1:]}, expected {ids}") from None
-        finally:
-            proc.kill()
-            proc.wait()
+            wait_for(counts, 15, f"getppid counted per cgroup as {ids}")
+        except AssertionError:
+            raise AssertionError(f"getppid per cgroup: {seen[-1:]}, expected {ids}") from None
 
 
 def _worker(agent: Agent, instance_id: str) -> dict[str, Any]:
     return agent.get(f"/instances/{instance_id}")["worker"]
 
 
-def test_counts_stay_exact_while_a_cgroup_gains_and_gives_back_its_row(agent: Agent, tmp_path: Path) -> None:
+def test_counts_stay_exact_while_a_cgroup_gains_and_gives_back_its_row(agent: Agent, mover: Path) -> None:
     """The fast path: the worker gives a busy cgroup a row of a per-CPU array, and takes it
     back once the cgroup is idle. Counts made before, on and after the row add up exactly."""
-    (tmp_path / "mover.c").write_text(MOVER)
-    subprocess.run(["gcc", "-O2", "-o", str(tmp_path / "mover"), str(tmp_path / "mover.c")], check=True)
     rounds = (300, 5000, 700)
-    with private_cgroup() as cgroup:
-        proc = subprocess.Popen([str(tmp_path / "mover"), *map(str, rounds)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, preexec_fn=enter_cgroup(cgroup))
-        assert proc.stdin is not None and proc.stdout is not None
-
-        def round_(n: int) -> None:
-            proc.stdin.write(b"g")
-            proc.stdin.flush()
-            assert proc.stdout.readline() == b"done\n", f"round {n}"
-
-        try:
-            inst = agent.start("syscount", ["-p", str(proc.pid), "--cgroup-row-idle", "2"])
-            agent.wait_state(inst["id"], "running")
-            wait_for(lambda: _worker(agent, inst["id"]).get("cgroup_rows_assigned") == 0, 10,
-                     "the worker's first report, with no row given yet")
-            round_(1)  # on the slow path: the cgroup has no row yet
-            wait_for(lambda: _worker(agent, inst["id"]).get("cgroup_rows_held") == 1, 10, "a row for the cgroup")
-            round_(2)  # on its row
-            wait_for(lambda: (w := _worker(agent, inst["id"]))["cgroup_rows_retired"] == 1
-                     and w["cgroup_rows_held"] == 0, 15, "the idle cgroup's row taken back")
-            round_(3)  # on the slow path again, then on a new row
-            wait_for(lambda: _worker(agent, inst["id"])["cgroup_rows_assigned"] == 2, 10, "a second row")
-            getppid = (("cgroup_id", str(os.stat(cgroup).st_ino)), ("syscall", "getppid"))
-            wait_for(lambda: _series(agent, "eunomia_syscount_calls_total", inst["id"]).get(getppid) == sum(rounds),
-                     15, f"{sum(rounds)} getppid calls")
-            wait_for(lambda: (w := _worker(agent, inst["id"]))["cgroup_rows_retired"] == 2
-                     and w["cgroup_rows_held"] == 0, 15, "the second row taken back")
-            time.sleep(1.5)  # a metrics read after the fold: still exact
-            assert _series(agent, "eunomia_syscount_calls_total", inst["id"])[getppid] == sum(rounds)
-        finally:
-            proc.kill()
-            proc.wait()
+    with private_cgroup() as cgroup, child_in_cgroup([str(mover), *map(str, rounds)], cgroup) as proc:
+        inst = agent.start("syscount", ["-p", str(proc.pid), "--cgroup-row-idle", "2"])
+        agent.wait_state(inst["id"], "running")
+        wait_for(lambda: _worker(agent, inst["id"]).get("cgroup_rows_assigned") == 0, 10,
+                 "the worker's first report, with no row given yet")
+        _round(proc)  # on the slow path: the cgroup has no row yet
+        wait_for(lambda: _worker(agent, inst["id"]).get("cgroup_rows_held") == 1, 10, "a row for the cgroup")
+        _round(proc)  # on its row
+        getppid = (("cgroup_id", str(os.stat(cgroup).st_ino)), ("syscall", "getppid"))
+        wait_for(lambda: _series(agent, "eunomia_syscount_calls_total", inst["id"]).get(getppid) == 5300, 15,
+                 "300 + 5000 getppid calls")
+        # the 5000 went through the row, not the hash map (which would give the same total)
+        wait_for(lambda: _worker(agent, inst["id"])["cgroup_row_counts"] >= 5000, 10,
+                 "the 5000 calls counted on the row")
+        wait_for(lambda: (w := _worker(agent, inst["id"]))["cgroup_rows_retired"] == 1
+                 and w["cgroup_rows_held"] == 0, 15, "the idle cgroup's row taken back")
+        _round(proc)  # on the slow path again, then on a new row
+        wait_for(lambda: _worker(agent, inst["id"])["cgroup_rows_assigned"] == 2, 10, "a second row")
+        wait_for(lambda: _series(agent, "eunomia_syscount_calls_total", inst["id"]).get(getppid) == sum(rounds),
+                 15, f"{sum(rounds)} getppid calls")
+        wait_for(lambda: (w := _worker(agent, inst["id"]))["cgroup_rows_retired"] == 2
+                 and w["cgroup_rows_held"] == 0, 15, "the second row taken back")
+        time.sleep(1.5)  # a metrics read after the fold: still exact
+        assert _series(agent, "eunomia_syscount_calls_total", inst["id"])[getppid] == sum(rounds)
 
 
 def test_without_rows_every_cgroup_counts_in_the_hash_map(agent: Agent, program: Path) -> None:

@@ -171,7 +171,8 @@ def test_assignment_writes_the_kernel_map_and_invalidates_the_memos() -> None:
     assert generation[ctypes.c_int(0)].value == 8
     rows.maintain({}, now=1.0)  # nothing changed: no bump
     assert generation[ctypes.c_int(0)].value == 8
-    assert rows.stats() == {"cgroup_rows_held": 1, "cgroup_rows_assigned": 1, "cgroup_rows_retired": 0}
+    assert rows.stats() == {"cgroup_rows_held": 1, "cgroup_rows_assigned": 1, "cgroup_rows_retired": 0,
+                            "cgroup_row_counts": 0}
 
 
 def test_counts_survive_retirement_and_reassignment() -> None:
@@ -193,6 +194,7 @@ def test_counts_survive_retirement_and_reassignment() -> None:
     lib.count(1, 4, COLUMNS, n=6)
     rows.maintain({}, now=8.0)
     assert rows.counts("calls_total") == {(111, 3): 16, (222, 4): 6}
+    assert rows.stats()["cgroup_row_counts"] == 22
 
 
 # ------------------------------------------------------------------ the spec and the options
