@@ -229,13 +229,15 @@ def test_verifier_rejection_of_the_first_instance_comes_back_to_the_caller(agent
 def test_cli_add_start_and_rm(agent: Agent, allowed: Path) -> None:
     env = {**os.environ, "EUNOMIA_SOCKET": str(agent.socket)}
     broken = _copy_as("flood", unique("cc"), allowed)
-    (broken / "program.bpf.c").write_text((broken / "program.bpf.c").read_text().replace(
-        "eunomia_fill_header(&e->hdr);", "eunomia_fill_header(&e->hdr); e->nosuch = 1;"))
+    source = (broken / "program.bpf.c").read_text()
+    assert source.count("    eunomia_submit(e, sizeof(*e));") == 1
+    (broken / "program.bpf.c").write_text(source.replace("    eunomia_submit(e, sizeof(*e));",
+                                                         "    e->nosuch = 1; eunomia_submit(e, sizeof(*e));"))
     result = subprocess.run([*EUNOMIACTL, "tracers", "add", str(broken), "--start"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "did not start: compile: the program does not compile" in result.stderr
-    assert "at program.bpf.c:17: eunomia_fill_header(&e->hdr); e->nosuch = 1;" in result.stderr
+    assert "at program.bpf.c:15: e->nosuch = 1; eunomia_submit(e, sizeof(*e));" in result.stderr
     assert "no member named 'nosuch'" in result.stderr
     good = _copy_as("flood", unique("ok"), allowed)
     result = subprocess.run([*EUNOMIACTL, "tracers", "add", str(good), "--start", "--id", f"{good.name}-a", "--",
