@@ -98,28 +98,39 @@ class CgroupWatcher:
                 self.stats.removed += 1
 
     def _add_tree(self, top: str) -> None:
-        """Watch and register a directory and everything below it (children may predate the watch)."""
+        """Watch and register a directory and everything below it (children may predate the watch).
+
+        Each directory is watched before it is listed: a child made before the watch is in
+        the listing, one made after it comes as an event (both: registered once)."""
         assert self._inotify is not None
-        start = self.root if top == "/" else self.root + top
-        for directory, subdirs, _files in os.walk(start, onerror=lambda _e: None):
-            rel = directory[len(self.root):] or "/"
+        pending = [top]
+        while pending:
+            rel = pending.pop()
+            directory = self.root if rel == "/" else self.root + rel
             try:
                 inode = os.stat(directory).st_ino
             except OSError:
-                subdirs[:] = []
                 continue
             if self._inodes.get(rel) != inode:
                 self._inodes[rel] = inode
                 self.sink.cgroup_created(inode, rel)
                 self.stats.created += 1
+            self._watch(directory, rel)
             try:
-                self._wds[self._inotify.add_watch(directory, _MASK)] = rel
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    self.stats.watch_errors += 1
-                    if not self._limit_logged:
-                        self._limit_logged = True
-                        log.warning("cannot watch %s: %s (fs.inotify.max_user_watches?); new cgroups below it are"
-                                    " found when their events arrive", directory, exc)
-            subdirs[:] = [d for d in subdirs if not os.path.islink(os.path.join(directory, d))]
+                with os.scandir(directory) as entries:
+                    pending.extend(rel.rstrip("/") + "/" + e.name for e in entries if e.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
         self.stats.watches = len(self._wds)
+
+    def _watch(self, directory: str, rel: str) -> None:
+        assert self._inotify is not None
+        try:
+            self._wds[self._inotify.add_watch(directory, _MASK)] = rel
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                self.stats.watch_errors += 1
+                if not self._limit_logged:
+                    self._limit_logged = True
+                    log.warning("cannot watch %s: %s (fs.inotify.max_user_watches?); new cgroups below it are"
+                                " found when their events arrive", directory, exc)
