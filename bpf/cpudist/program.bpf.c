@@ -4,10 +4,24 @@
  *
  * sched_switch alone: the next task's switch-in time is kept per thread id; at the
  * thread's next switch-out (when it is current, so its process id, comm and the common
- * filters are exact) the difference goes into the histogram. The start is deleted at
- * every switch-out, so a switch-in the tracer never saw yields no sample rather than a
- * wrong one. Off-CPU time is the mirror image: from the switch-out (filters applied
- * there, the task being current) to the next switch-in. The idle task is not measured.
+ * filters are exact) the difference goes into the histogram. Off-CPU time is the mirror
+ * image: from the switch-out (filters applied there, the task being current) to the next
+ * switch-in. The idle task is not measured.
+ *
+ * Lost switches are counted, never measured across. On some kernels a sched_switch
+ * occasionally never reaches BPF programs (seen here after a switch away from a thread
+ * of the VM's init), which hides a switch-out of one task and a switch-in of another.
+ * So a thread's record stays after it is used, as a marker of where the thread is:
+ * - on-CPU: 0 = switched out. A switch-out that finds 0 missed the switch-in before it;
+ *   a switch-in that finds a start time missed the switch-out before it, and the start
+ *   it records is tainted (lowest bit set) so that the drop is counted at the thread's
+ *   next switch-out, where the filters apply.
+ * - off-CPU: ts 0 = on a CPU (after a measured interval). A switch-out that finds a
+ *   start time missed the switch-in before it; a switch-in that finds 0 missed the
+ *   switch-out before it.
+ * Each such drop stands for exactly one interval the histogram does not have. A thread
+ * whose switch-out and next switch-in are both missed yields one too-long interval
+ * instead; that takes two misses in a row on the same thread.
  */
 #define EUNOMIA_CUSTOM_SCHED_HOOKS
 #include "eunomia.h"
@@ -60,51 +74,83 @@ static __always_inline void count_offcpu(struct hist_key *key)
         eunomia_count_drop();  /* the map is full */
 }
 
-TRACEPOINT_PROBE(sched, sched_switch)
+#define TAINTED 1ULL  /* lowest bit of an on-CPU start: a switch-out was missed before it */
+
+static __always_inline void oncpu_switch(u32 prev, u32 next, u64 now)
 {
-    /* current is still the previous task here */
-    u32 prev = args->prev_pid, next = args->next_pid;
-    u64 now = bpf_ktime_get_ns();
-    if (!OFF_CPU) {
-        if (prev) {
-            u64 *since = oncpu_since.lookup(&prev);
-            if (since) {
-                u64 delta = now - *since;
-                oncpu_since.delete(&prev);
-                if (!eunomia_skip_current()) {
+    if (prev) {
+        u64 *since = oncpu_since.lookup(&prev);
+        if (since) {  /* none: the thread was on a CPU when the tracer started */
+            u64 start = *since;
+            *since = 0;
+            if (!eunomia_skip_current()) {
+                if (start == 0 || (start & TAINTED))
+                    eunomia_count_drop();  /* a lost switch-in, or a lost switch-out before this start */
+                if (start != 0) {
                     struct hist_key key = {.cgroup_id = eunomia_current_cgroup_id()};
                     if (PER_PROCESS) {
                         key.pid = bpf_get_current_pid_tgid() >> 32;
                         bpf_get_current_comm(key.comm, sizeof(key.comm));
                     }
-                    key.slot = bpf_log2l(delta);
+                    key.slot = bpf_log2l(now - (start & ~TAINTED));
                     count_oncpu(&key);
                 }
             }
         }
-        if (next && oncpu_since.update(&next, &now) != 0)
-            eunomia_count_drop();
-        return 0;
     }
-    if (prev && !eunomia_skip_current()) {
-        struct off_start start = {.ts = now, .cgroup_id = eunomia_current_cgroup_id(),
-                                  .tgid = bpf_get_current_pid_tgid() >> 32};
-        if (offcpu_since.update(&prev, &start) != 0)
-            eunomia_count_drop();
-    }
-    if (next) {
-        struct off_start *start = offcpu_since.lookup(&next);
-        if (start) {
-            struct hist_key key = {.cgroup_id = start->cgroup_id};  /* current is the previous task */
-            if (PER_PROCESS) {
-                key.pid = start->tgid;
-                bpf_probe_read_kernel(key.comm, sizeof(key.comm), args->next_comm);
-            }
-            key.slot = bpf_log2l(now - start->ts);
-            offcpu_since.delete(&next);
-            count_offcpu(&key);
+    if (!next)
+        return;
+    u64 start = now & ~TAINTED;
+    u64 *since = oncpu_since.lookup(&next);
+    if (since && *since)
+        start |= TAINTED;
+    if (oncpu_since.update(&next, &start) != 0)
+        eunomia_count_drop();
+}
+
+static __always_inline void offcpu_switch(u32 prev, u32 next, const char *next_comm, u64 now)
+{
+    if (prev) {
+        if (eunomia_skip_current()) {
+            offcpu_since.delete(&prev);
+        } else {
+            struct off_start *last = offcpu_since.lookup(&prev);
+            if (last && last->ts)
+                eunomia_count_drop();  /* the switch-in since that switch-out was lost */
+            struct off_start start = {.ts = now, .cgroup_id = eunomia_current_cgroup_id(),
+                                      .tgid = bpf_get_current_pid_tgid() >> 32};
+            if (offcpu_since.update(&prev, &start) != 0)
+                eunomia_count_drop();
         }
     }
+    if (!next)
+        return;
+    struct off_start *start = offcpu_since.lookup(&next);
+    if (!start)  /* switched out before the tracer started, or not measured */
+        return;
+    if (!start->ts) {
+        eunomia_count_drop();  /* on a CPU since the last switch-in: its switch-out was lost */
+        return;
+    }
+    struct hist_key key = {.cgroup_id = start->cgroup_id};  /* current is the previous task */
+    if (PER_PROCESS) {
+        key.pid = start->tgid;
+        bpf_probe_read_kernel(key.comm, sizeof(key.comm), next_comm);
+    }
+    key.slot = bpf_log2l(now - start->ts);
+    start->ts = 0;
+    count_offcpu(&key);
+}
+
+TRACEPOINT_PROBE(sched, sched_switch)
+{
+    /* current is still the previous task here */
+    u32 prev = args->prev_pid, next = args->next_pid;
+    u64 now = bpf_ktime_get_ns();
+    if (OFF_CPU)
+        offcpu_switch(prev, next, args->next_comm, now);
+    else
+        oncpu_switch(prev, next, now);
     return 0;
 }
 

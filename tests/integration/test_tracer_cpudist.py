@@ -5,24 +5,28 @@ Ground truth: the child blocks on a pipe while the tracer starts, then 20 times 
 blocks again. The kernel's own accounting of the child, /proc/<pid>/schedstat read while
 it is blocked before and after, gives its CPU time (first field, ns) and its switch-ins
 (third field) in between. What the test asserts, whatever the load of the machine
-(other tests run at the same time, and a spin may be cut into pieces by preemption):
+(a spin may be cut into pieces by preemption):
 
 * on-CPU count: one interval per switch-in, so at most the switch-ins and at least 21 of
-  them (20 sleeps and the final block); fewer only where a scheduler tracepoint did not
-  reach the tracer (see ``ALLOWANCE``);
+  them (20 sleeps and the final block); fewer by at most the instance's kernel drops: on
+  this kernel a sched_switch occasionally never reaches BPF programs (measured: 0-7 in
+  200 switch-ins of such a child, all right after a switch away from the VM's init), and
+  the tracer counts each interval that costs it as a drop (bpf/cpudist/program.bpf.c);
 * on-CPU buckets: no interval reaches 2^25 ns (33.5 ms): the child never runs more than
-  one 20 ms spin at a stretch; and the bucket upper bounds add up to at least the CPU time
-  the kernel accounted to it (at least 20 × 20 ms);
+  one 20 ms spin at a stretch; and the bucket upper bounds, plus 2^25 ns per drop, add up
+  to at least the CPU time the kernel accounted to it (at least 20 × 20 ms);
 * off-CPU (-O): each of the 20 sleeps keeps it off the CPU for at least 10 ms, so at
-  least 20 intervals land in buckets from 2^23 ns (8.4 ms) up.
-The histogram's ``_sum`` is a midpoint estimate and is not asserted on.
+  least 20 intervals, less the drops, land in buckets from 2^23 ns (8.4 ms) up.
+The histogram's ``_sum`` is a midpoint estimate and is not asserted on. The instances
+are stopped before they are read, so their drops are final; each test starts its own.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -46,14 +50,6 @@ for _ in range(int(sys.argv[2])):
 os.write(1, b"done\n")
 os.read(0, 1)
 """
-
-
-def allowance(switch_ins: int) -> int:
-    """Switch-ins the tracer may not see: on this kernel a wakeup and the switch-in after it
-    occasionally never reach BPF tracepoint programs (ftrace sees them; measured at 0-3 in
-    200, see test_tracer_runqlat), and the kernel skips a program when another BPF program
-    is running on the same CPU. Each costs at most one interval."""
-    return max(2, switch_ins // 50)
 
 
 @pytest.fixture(scope="module")
@@ -105,73 +101,75 @@ def _slots(agent: Agent, metric: str, instance: str, since_ns: int) -> dict[Seri
     return out
 
 
-def test_on_cpu_slices_of_a_spinning_child(agent: Agent) -> None:
+class Run(NamedTuple):
+    child: Spinner  # closed
+    instance: str
+    cpu_ns: int
+    switch_ins: int
+    series: dict[Series, dict[int, float]]
+    drops: int  # the instance's kernel drops, final
+
+
+def _run(agent: Agent, args: Callable[[Spinner], list[str] | dict[str, Any]], metric: str) -> Run:
+    """Start an instance with ``args(child)``, release a Spinner, stop the instance."""
     child = Spinner()
-    inst = agent.start("cpudist", {"pid": child.pid, "pids": True})
+    inst = agent.start("cpudist", args(child))
     try:
         agent.wait_state(inst["id"], "running")
         cpu_ns, switch_ins = child.run()
         done = time.time_ns()
-        assert cpu_ns >= SLICES * SPIN_NS and switch_ins > SLICES
-        series = wait_for(lambda: _slots(agent, "cpudist_oncpu_seconds", inst["id"], done), 10,
-                          "a sample taken after the child's run")
-        # the pid filter: the child only, under its cgroup and comm
-        assert list(series) == [(child.cgroup_id, str(child.pid), child.name)]
-        slots = series[(child.cgroup_id, str(child.pid), child.name)]
-        count = sum(slots.values())
-        assert switch_ins - allowance(switch_ins) <= count <= switch_ins, (count, switch_ins, slots)
-        assert max(slots) <= 25, slots  # every interval below 2**25 ns = 33.5 ms
-        assert sum(n * 2**slot for slot, n in slots.items()) >= cpu_ns, (cpu_ns, slots)
+        agent.request("POST", f"/instances/{inst['id']}/stop")
+        drops = agent.wait_state(inst["id"], "stopped")["drops"]["kernel"]
+        series = wait_for(lambda: _slots(agent, metric, inst["id"], done), 10, "the final read's samples")
     finally:
         agent.request("DELETE", f"/instances/{inst['id']}")
         child.close()
+    assert cpu_ns >= SLICES * SPIN_NS and switch_ins > SLICES
+    return Run(child, inst["id"], cpu_ns, switch_ins, series, drops)
+
+
+def _check_oncpu(slots: dict[int, float], cpu_ns: int, switch_ins: int, drops: int) -> None:
+    """One interval per switch-in, less one per drop; none of 2^25 ns or more; and the
+    bucket bounds (2^25 ns for each dropped interval) cover the CPU time."""
+    assert switch_ins - drops <= sum(slots.values()) <= switch_ins, (switch_ins, drops, slots)
+    assert max(slots) <= 25, slots  # every interval below 2**25 ns = 33.5 ms
+    assert sum(n * 2**slot for slot, n in slots.items()) + drops * 2**25 >= cpu_ns, (cpu_ns, drops, slots)
+
+
+def test_on_cpu_slices_of_a_spinning_child(agent: Agent) -> None:
+    run = _run(agent, lambda child: {"pid": child.pid, "pids": True}, "cpudist_oncpu_seconds")
+    child = run.child
+    # the pid filter: the child only, under its cgroup and comm
+    assert list(run.series) == [(child.cgroup_id, str(child.pid), child.name)]
+    _check_oncpu(run.series[(child.cgroup_id, str(child.pid), child.name)], run.cpu_ns, run.switch_ins, run.drops)
 
 
 def test_off_cpu_option(agent: Agent) -> None:
-    child = Spinner()
-    inst = agent.start("cpudist", ["-O", "-P", "-p", str(child.pid)])
-    try:
-        agent.wait_state(inst["id"], "running")
-        _, switch_ins = child.run()
-        done = time.time_ns()
-        series = wait_for(lambda: _slots(agent, "cpudist_offcpu_seconds", inst["id"], done), 10,
-                          "a sample taken after the child's run")
-        # the cgroup recorded at the switch-out (at the switch-in, the previous task is current)
-        assert list(series) == [(child.cgroup_id, str(child.pid), child.name)]
-        slots = series[(child.cgroup_id, str(child.pid), child.name)]
-        # switched out before the tracer started: the first switch-in closes no interval
-        assert sum(slots.values()) <= switch_ins - 1
-        long_ones = sum(n for slot, n in slots.items() if slot >= 24)  # ≥ 2**23 ns = 8.4 ms
-        assert long_ones >= SLICES - allowance(switch_ins), slots
-        # -O measures off-CPU time only
-        on = [s for s in agent.get("/samples", name="eunomia_cpudist_oncpu_seconds_count", latest=True)
-              if s["labels"]["instance"] == inst["id"]]
-        assert on == []
-    finally:
-        agent.request("DELETE", f"/instances/{inst['id']}")
-        child.close()
+    run = _run(agent, lambda child: ["-O", "-P", "-p", str(child.pid)], "cpudist_offcpu_seconds")
+    child = run.child
+    # the cgroup recorded at the switch-out (at the switch-in, the previous task is current)
+    assert list(run.series) == [(child.cgroup_id, str(child.pid), child.name)]
+    slots = run.series[(child.cgroup_id, str(child.pid), child.name)]
+    # switched out before the tracer started: the first switch-in closes no interval
+    assert sum(slots.values()) <= run.switch_ins - 1
+    long_ones = sum(n for slot, n in slots.items() if slot >= 24)  # ≥ 2**23 ns = 8.4 ms
+    assert long_ones >= SLICES - run.drops, (run.drops, slots)
+    # -O measures off-CPU time only
+    on = [s for s in agent.get("/samples", name="eunomia_cpudist_oncpu_seconds_count", latest=True)
+          if s["labels"]["instance"] == run.instance]
+    offcpu = [s for s in agent.get("/samples", name="eunomia_cpudist_offcpu_seconds_count", latest=True)
+              if s["labels"]["instance"] == run.instance]
+    assert on == [] and offcpu
 
 
 def test_default_is_one_histogram_per_cgroup(agent: Agent) -> None:
     """Without -P: one histogram per cgroup, pid and comm empty; the child's cgroup has the
-    child's intervals only."""
-    default = next(i["id"] for i in agent.instances() if i["tracer"] == "cpudist" and not i["args"])
-    child = Spinner()
-    try:
-        cpu_ns, switch_ins = child.run()
-        life = child.schedstat()[1]  # all its switch-ins, since its fork
-        done = time.time_ns()
-    finally:
-        child.close()
-    series = wait_for(lambda: _slots(agent, "cpudist_oncpu_seconds", default, done), 10, "a sample")
-    assert {(pid, comm) for _, pid, comm in series} == {("", "")}
-    assert str(cgroup_id_of(os.getpid())) in {cgroup for cgroup, _, _ in series}
-    # the child ran in its cgroup from its fork on, all of it traced: one interval per switch-in
-    # of its life (+ 1: the switch-in of its death, after `life` was read), at least those of the run
-    slots = series[(child.cgroup_id, "", "")]
-    assert switch_ins - allowance(switch_ins) <= sum(slots.values()) <= life + 1, (switch_ins, life, slots)
-    assert sum(n * 2**slot for slot, n in slots.items()) >= cpu_ns
-    # and it excludes the agent: no interval of the agent's processes (checked with -P)
+    child's intervals only, and the agent's processes are not measured."""
+    run = _run(agent, lambda child: [], "cpudist_oncpu_seconds")
+    assert {(pid, comm) for _, pid, comm in run.series} == {("", "")}
+    assert str(cgroup_id_of(os.getpid())) in {cgroup for cgroup, _, _ in run.series}
+    _check_oncpu(run.series[(run.child.cgroup_id, "", "")], run.cpu_ns, run.switch_ins, run.drops)
+    # the agent's processes are not measured (checked with -P)
     inst = agent.start("cpudist", ["-P"])
     try:
         agent.wait_state(inst["id"], "running")
