@@ -13,6 +13,15 @@
  * process id and comm are then exact, and so are the -p/--pid, -n/--comm and cgroup
  * filters and the agent's self-filter. A wait shows in the histogram once the task has
  * left the CPU again (at the latest when it exits).
+ *
+ * Lost switches are counted, never measured across. On some kernels a sched_switch
+ * occasionally never reaches BPF programs, which hides one task's switch-out and
+ * another's switch-in. So each thread's record also says whether it is on a CPU: a
+ * thread switched in twice with no switch-out between lost a switch-out (and the wait
+ * after it); a thread that switches out while still enqueued since a wakeup lost its
+ * switch-in (and that wait). Each is counted as a kernel drop at the thread's switch-out,
+ * where the filters apply. A wakeup of a thread on its CPU (woken before it switched out)
+ * is not a wait and is ignored.
  */
 #define EUNOMIA_CUSTOM_SCHED_HOOKS
 #include "eunomia.h"
@@ -22,10 +31,22 @@
 #endif
 
 #define TASK_STATE_MASK 0xff       /* the state bits sched_switch reports; 0 = runnable */
+#define TASK_REPORT_EXITED (0x10 | 0x20)  /* X, Z: the last switch-out, never switched in again */
 #define COMM_LEN 16
 
-BPF_TABLE("lru_hash", u32, u64, enqueued, 65536);    /* tid → enqueue time */
-BPF_TABLE("lru_hash", u32, u64, waited, 65536);      /* tid → its last wait (ns), until its switch-out */
+/* Where a thread is, as far as the tracepoints told: kept from its first sighting to its
+ * last switch-out (an LRU map: only a table full of live threads evicts one). */
+struct task_sched {
+    u64 enqueued;   /* runnable since (a wakeup, or a switch-out while runnable); 0: not waiting */
+    u64 waited;     /* its last wait, counted at its next switch-out (has_wait) */
+    u8 on_cpu;      /* switched in, and no switch-out seen since */
+    u8 known_off;   /* seen switching out (or new): a switch-out that finds it enqueued missed its switch-in */
+    u8 has_wait;
+    u8 lost;        /* switched in twice with no switch-out between: the wait before the second is lost */
+    u32 pad;
+};
+
+BPF_TABLE("lru_hash", u32, struct task_sched, tasks, 65536);
 
 struct hist_key {
     u64 cgroup_id;  /* the task that waited */
@@ -34,13 +55,6 @@ struct hist_key {
     u32 slot;
 };
 BPF_HASH(runqlat_latency_seconds, struct hist_key, u64, 16384);
-
-static __always_inline void mark_enqueued(u32 tid)
-{
-    u64 now = bpf_ktime_get_ns();
-    if (enqueued.update(&tid, &now) != 0)
-        eunomia_count_drop();
-}
 
 static __always_inline void count_latency(struct hist_key *key)
 {
@@ -55,51 +69,94 @@ static __always_inline void count_latency(struct hist_key *key)
 TRACEPOINT_PROBE(sched, sched_wakeup)
 {
     u32 tid = args->pid;
-    if (tid)  /* never the idle task */
-        mark_enqueued(tid);
+    if (!tid)  /* never the idle task */
+        return 0;
+    struct task_sched *t = tasks.lookup(&tid);
+    if (t) {
+        if (!t->on_cpu)  /* woken on its CPU, before it switched out: it waits for nothing */
+            t->enqueued = bpf_ktime_get_ns();
+        return 0;
+    }
+    struct task_sched fresh = {.enqueued = bpf_ktime_get_ns()};  /* where it was is unknown */
+    if (tasks.update(&tid, &fresh) != 0)
+        eunomia_count_drop();
     return 0;
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup_new)
 {
     u32 tid = args->pid;
-    if (tid)
-        mark_enqueued(tid);
+    struct task_sched fresh = {.enqueued = bpf_ktime_get_ns(), .known_off = 1};  /* a new thread, never run */
+    if (tid && tasks.update(&tid, &fresh) != 0)
+        eunomia_count_drop();
     return 0;
+}
+
+static __always_inline void switched_out(u32 prev, long state, u64 now)
+{
+    struct task_sched *t = tasks.lookup(&prev);
+    if (eunomia_skip_current()) {
+        if (t)
+            tasks.delete(&prev);
+        return;
+    }
+    if (t) {
+        /* a lost switch-out before its last switch-in, or a lost switch-in after its last
+         * wakeup: each is one wait the histogram does not have */
+        if (t->lost)
+            eunomia_count_drop();
+        if (t->known_off && t->enqueued)
+            eunomia_count_drop();
+        if (t->has_wait) {
+            struct hist_key key = {.cgroup_id = eunomia_current_cgroup_id()};
+            if (PER_PROCESS) {
+                key.pid = bpf_get_current_pid_tgid() >> 32;
+                bpf_get_current_comm(key.comm, sizeof(key.comm));
+            }
+            key.slot = bpf_log2l(t->waited);
+            count_latency(&key);
+        }
+    }
+    if (state & TASK_REPORT_EXITED) {
+        if (t)
+            tasks.delete(&prev);
+        return;
+    }
+    /* preempted or yielding: back in the queue */
+    struct task_sched now_off = {.enqueued = (state & TASK_STATE_MASK) == 0 ? now : 0, .known_off = 1};
+    if (t)
+        *t = now_off;
+    else if (tasks.update(&prev, &now_off) != 0)
+        eunomia_count_drop();
+}
+
+static __always_inline void switched_in(u32 next, u64 now)
+{
+    struct task_sched *t = tasks.lookup(&next);
+    if (!t) {
+        struct task_sched fresh = {.on_cpu = 1};
+        if (tasks.update(&next, &fresh) != 0)
+            eunomia_count_drop();
+        return;
+    }
+    if (t->on_cpu)
+        t->lost = 1;  /* counted at its switch-out, where the filters apply */
+    else if (t->enqueued) {
+        t->waited = now - t->enqueued;
+        t->has_wait = 1;
+    }
+    t->enqueued = 0;
+    t->on_cpu = 1;
 }
 
 TRACEPOINT_PROBE(sched, sched_switch)
 {
     /* current is still the previous task here */
-    u32 prev = args->prev_pid, next = args->next_pid;
-    if (prev) {
-        int skip = eunomia_skip_current();
-        u64 *wait = waited.lookup(&prev);
-        if (wait) {
-            u64 delta = *wait;
-            waited.delete(&prev);
-            if (!skip) {
-                struct hist_key key = {.cgroup_id = eunomia_current_cgroup_id()};
-                if (PER_PROCESS) {
-                    key.pid = bpf_get_current_pid_tgid() >> 32;
-                    bpf_get_current_comm(key.comm, sizeof(key.comm));
-                }
-                key.slot = bpf_log2l(delta);
-                count_latency(&key);
-            }
-        }
-        if ((args->prev_state & TASK_STATE_MASK) == 0 && !skip)
-            mark_enqueued(prev);  /* preempted or yielding: back in the queue */
-    }
-    if (!next)
-        return 0;
-    u64 *ts = enqueued.lookup(&next);
-    if (!ts)
-        return 0;
-    u64 delta = bpf_ktime_get_ns() - *ts;
-    enqueued.delete(&next);
-    if (waited.update(&next, &delta) != 0)
-        eunomia_count_drop();
+    u64 now = bpf_ktime_get_ns();
+    if (args->prev_pid)
+        switched_out(args->prev_pid, args->prev_state, now);
+    if (args->next_pid)
+        switched_in(args->next_pid, now);
     return 0;
 }
 
@@ -110,13 +167,12 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 }
 
 /* The task's last wait, if any, is counted at its final switch-out, after this; but
- * eunomia_on_exit() forgets an agent task now, so an agent task's wait is dropped here. */
+ * eunomia_on_exit() forgets an agent task now, so an agent task's record goes here. */
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     if (eunomia_skip_current())
-        waited.delete(&tid);
+        tasks.delete(&tid);
     eunomia_on_exit();
-    enqueued.delete(&tid);
     return 0;
 }

@@ -82,7 +82,8 @@ Series = tuple[str, str, str]  # cgroup_id, pid, comm
 def _slots(agent: Agent, metric: str, instance: str, since_ns: int) -> dict[Series, dict[int, float]]:
     """Per (cgroup_id, pid, comm) series: log2 slot → count (not cumulative), once the
     instance has sent a sample taken after ``since_ns``."""
-    rows = [s for s in agent.get("/samples", name=f"eunomia_{metric}_bucket", latest=True)
+    rows = [s for s in agent.get("/samples", name=f"eunomia_{metric}_bucket", latest=True,
+                                               instance=instance, limit=100_000)
             if s["labels"].get("instance") == instance and s["labels"]["le"] != "+Inf"]
     if not any(s["ts"] > since_ns for s in rows):
         return {}
@@ -155,9 +156,11 @@ def test_off_cpu_option(agent: Agent) -> None:
     long_ones = sum(n for slot, n in slots.items() if slot >= 24)  # ≥ 2**23 ns = 8.4 ms
     assert long_ones >= SLICES - run.drops, (run.drops, slots)
     # -O measures off-CPU time only
-    on = [s for s in agent.get("/samples", name="eunomia_cpudist_oncpu_seconds_count", latest=True)
+    on = [s for s in agent.get("/samples", name="eunomia_cpudist_oncpu_seconds_count", latest=True,
+                                instance=run.instance)
           if s["labels"]["instance"] == run.instance]
-    offcpu = [s for s in agent.get("/samples", name="eunomia_cpudist_offcpu_seconds_count", latest=True)
+    offcpu = [s for s in agent.get("/samples", name="eunomia_cpudist_offcpu_seconds_count", latest=True,
+                                    instance=run.instance)
               if s["labels"]["instance"] == run.instance]
     assert on == [] and offcpu
 
