@@ -16,12 +16,13 @@
  *
  * Lost switches are counted, never measured across. On some kernels a sched_switch
  * occasionally never reaches BPF programs, which hides one task's switch-out and
- * another's switch-in. So each thread's record also says whether it is on a CPU: a
- * thread switched in twice with no switch-out between lost a switch-out (and the wait
- * after it); a thread that switches out while still enqueued since a wakeup lost its
- * switch-in (and that wait). Each is counted as a kernel drop at the thread's switch-out,
- * where the filters apply. A wakeup of a thread on its CPU (woken before it switched out)
- * is not a wait and is ignored.
+ * another's switch-in (and a sched_wakeup may be lost too). So each thread's record also
+ * says whether it is on a CPU. A thread switched in twice with no switch-out between lost
+ * a switch-out; one switched in after going to sleep with no wakeup seen lost its wakeup;
+ * one that switches out while off its CPU as far as the tracepoints told lost its
+ * switch-in. Each of these is one wait the histogram does not have, counted as a kernel
+ * drop at the thread's switch-out, where the filters apply. A wakeup of a thread on its
+ * CPU (woken before it switched out) is not a wait and is ignored.
  */
 #define EUNOMIA_CUSTOM_SCHED_HOOKS
 #include "eunomia.h"
@@ -40,9 +41,9 @@ struct task_sched {
     u64 enqueued;   /* runnable since (a wakeup, or a switch-out while runnable); 0: not waiting */
     u64 waited;     /* its last wait, counted at its next switch-out (has_wait) */
     u8 on_cpu;      /* switched in, and no switch-out seen since */
-    u8 known_off;   /* seen switching out (or new): a switch-out that finds it enqueued missed its switch-in */
+    u8 known_off;   /* known to be off its CPU since (switched out, woken, or new) */
     u8 has_wait;
-    u8 lost;        /* switched in twice with no switch-out between: the wait before the second is lost */
+    u8 lost;        /* a wait lost to a lost switch-out or wakeup, counted at the next switch-out */
     u32 pad;
 };
 
@@ -77,7 +78,9 @@ TRACEPOINT_PROBE(sched, sched_wakeup)
             t->enqueued = bpf_ktime_get_ns();
         return 0;
     }
-    struct task_sched fresh = {.enqueued = bpf_ktime_get_ns()};  /* where it was is unknown */
+    /* A woken thread is off its CPU, except one woken on its CPU that has not switched
+     * since the tracer started: that one costs a drop at its switch-out, once. */
+    struct task_sched fresh = {.enqueued = bpf_ktime_get_ns(), .known_off = 1};
     if (tasks.update(&tid, &fresh) != 0)
         eunomia_count_drop();
     return 0;
@@ -101,11 +104,11 @@ static __always_inline void switched_out(u32 prev, long state, u64 now)
         return;
     }
     if (t) {
-        /* a lost switch-out before its last switch-in, or a lost switch-in after its last
-         * wakeup: each is one wait the histogram does not have */
+        /* a wait lost at its switch-in, or a switch-in lost (off its CPU, as far as the
+         * tracepoints told, yet switching out): each is one wait the histogram does not have */
         if (t->lost)
             eunomia_count_drop();
-        if (t->known_off && t->enqueued)
+        if (t->known_off && !t->on_cpu)
             eunomia_count_drop();
         if (t->has_wait) {
             struct hist_key key = {.cgroup_id = eunomia_current_cgroup_id()};
@@ -139,11 +142,14 @@ static __always_inline void switched_in(u32 next, u64 now)
             eunomia_count_drop();
         return;
     }
-    if (t->on_cpu)
-        t->lost = 1;  /* counted at its switch-out, where the filters apply */
-    else if (t->enqueued) {
+    /* lost waits are counted at its switch-out, where the filters apply */
+    if (t->on_cpu) {
+        t->lost = 1;  /* its switch-out was lost, and with it the wait's start */
+    } else if (t->enqueued) {
         t->waited = now - t->enqueued;
         t->has_wait = 1;
+    } else if (t->known_off) {
+        t->lost = 1;  /* it went to sleep and runs again: its wakeup was lost */
     }
     t->enqueued = 0;
     t->on_cpu = 1;
