@@ -109,7 +109,10 @@ class ProgramStats:
 
 
 def program_stats(pid: int, proc: Path = Path("/proc")) -> ProgramStats | None:
-    """Sum over the BPF programs the process holds (each program once); None if it is gone."""
+    """Sum over the BPF programs the process holds (each program once); None if it is gone.
+
+    A bpf_link's fdinfo names its program (prog_id) without the statistics: only program
+    fds count, or a link read after its program would zero it."""
     seen: dict[int, tuple[int, int]] = {}
     fdinfo = proc / str(pid) / "fdinfo"
     try:
@@ -121,7 +124,7 @@ def program_stats(pid: int, proc: Path = Path("/proc")) -> ProgramStats | None:
             text = (fdinfo / name).read_text()
         except OSError:
             continue
-        if "prog_id:" not in text:
+        if "prog_id:" not in text or "run_cnt:" not in text:
             continue
         fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
         try:

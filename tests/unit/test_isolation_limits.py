@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -105,13 +106,18 @@ def test_budget_zero_is_off() -> None:
     assert not window.over()
 
 
-def test_program_stats_from_fdinfo(tmp_path: Path) -> None:
+def test_program_stats_from_fdinfo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each program once, whatever the fd order; a link's fdinfo (fd 7, read last) names its
+    program without statistics and must not count."""
+    listdir = os.listdir
+    monkeypatch.setattr("supervisor.isolation.bpf_stats.os.listdir", lambda path: sorted(listdir(path), key=int))
     fdinfo = tmp_path / "42" / "fdinfo"
     fdinfo.mkdir(parents=True)
     (fdinfo / "3").write_text("pos:\t0\nflags:\t02\nprog_type:\t5\nprog_id:\t7\nrun_time_ns:\t1000\nrun_cnt:\t4\n")
     (fdinfo / "4").write_text("pos:\t0\nflags:\t02\nprog_type:\t5\nprog_id:\t7\nrun_time_ns:\t1000\nrun_cnt:\t4\n")
     (fdinfo / "5").write_text("pos:\t0\nprog_id:\t9\nrun_time_ns:\t500\nrun_cnt:\t1\n")
     (fdinfo / "6").write_text("pos:\t0\nflags:\t02\nmap_type:\t27\nmap_id:\t3\n")
+    (fdinfo / "7").write_text("pos:\t0\nflags:\t02000002\nlink_type:\traw_tracepoint\nlink_id:\t4\nprog_id:\t7\n")
     stats = program_stats(42, proc=tmp_path)
     assert stats is not None and (stats.run_time_ns, stats.run_count, stats.programs) == (1500, 5, 2)
     assert program_stats(43, proc=tmp_path) is None
