@@ -40,6 +40,7 @@ unit: $(STAMP)
 bench: setup bench-deps
 	$(PY) bench/run.py
 	$(PY) bench/syscount_overhead.py
+	$(PY) bench/sched_overhead.py
 	$(PY) bench/export_path.py
 	$(PY) bench/bpf_stats.py
 
