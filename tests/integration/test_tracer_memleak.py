@@ -165,11 +165,28 @@ def _totals(agent: Agent, instance: str) -> Totals:
     return out
 
 
-def _of(totals: Totals, function: str, cgroup_id: str) -> tuple[float, ...]:
-    """(allocated bytes, allocations, freed bytes, frees) under the stacks ending in ``function``
-    in one cgroup."""
+def _under(totals: Totals, stack_end: str, cgroup_id: str) -> tuple[float, ...]:
+    """(allocated bytes, allocations, freed bytes, frees) under the stacks ending in
+    ``stack_end`` in one cgroup."""
     return tuple(sum(v for (cgroup, stack), v in totals[m].items()
-                     if cgroup == cgroup_id and stack.endswith(_stack(function))) for m in METRICS)
+                     if cgroup == cgroup_id and stack.endswith(stack_end)) for m in METRICS)
+
+
+def _of(totals: Totals, function: str, cgroup_id: str) -> tuple[float, ...]:
+    return _under(totals, _stack(function), cgroup_id)
+
+
+def _check(totals: Totals, cgroup_id: str, expected: dict[str, tuple[int, ...]]) -> None:
+    """Exactly the expected totals under each function's stack in the cgroup, but for the
+    blocks whose stack the kernel could not record: a new stack whose slot in the stack
+    map is taken by another one gets -EEXIST and its blocks are counted under "[stack map
+    collision]" (a handful of stacks in 16384 slots, placed by their addresses: rare, but
+    ASLR makes it happen now and then). What is missing is exactly what is there."""
+    got = {function: _of(totals, function, cgroup_id) for function in expected}
+    collided = _under(totals, "[stack map collision]", cgroup_id)
+    missing = tuple(sum(expected[f][i] - got[f][i] for f in expected) for i in range(len(METRICS)))
+    assert all(g <= e for f in expected for g, e in zip(got[f], expected[f], strict=True)), (got, totals)
+    assert missing == collided, (got, collided, totals)
 
 
 def _run(agent: Agent, leaking: Leaking, instance: str, move: bool = False) -> Totals:
@@ -202,12 +219,8 @@ def test_outstanding_bytes_by_allocation_stack(agent: Agent, leaking: Leaking) -
     leak = (LEAKS * LEAK_SIZE, LEAKS, FREED * LEAK_SIZE, FREED)
     churn = (CHURNS * CHURN_SIZE, CHURNS, CHURNS * CHURN_SIZE, CHURNS)
     mixed = (*MIXED_ALLOCATED, *MIXED_FREED)
-    assert _of(totals, "eunomia_leak", first) == leak, totals
-    allocated, blocks, freed, frees = _of(totals, "eunomia_leak", first)
-    assert (allocated - freed, blocks - frees) == ((LEAKS - FREED) * LEAK_SIZE, LEAKS - FREED)
-    assert _of(totals, "eunomia_leak", second) == (0, 0, 0, 0), totals
-    assert _of(totals, "eunomia_churn", second) == churn, totals  # nothing outstanding
-    assert _of(totals, "eunomia_mixed", second) == mixed, totals
+    _check(totals, first, {"eunomia_leak": leak})
+    _check(totals, second, {"eunomia_leak": (0, 0, 0, 0), "eunomia_churn": churn, "eunomia_mixed": mixed})
     # every stack is this process's (-p: uprobes attached to it only), in the two cgroups
     rows = agent.get("/samples", name="eunomia_memleak_allocations_total", latest=True, limit=100_000)
     assert {s["labels"]["pid"] for s in rows if s["labels"]["instance"] == inst["id"]} == {str(leaking.pid)}
@@ -221,10 +234,8 @@ def test_minimum_size(agent: Agent, leaking: Leaking) -> None:
     totals = _run(agent, leaking, inst["id"])
     first = leaking.first_id
     leak = (LEAKS * LEAK_SIZE, LEAKS, FREED * LEAK_SIZE, FREED)
-    assert _of(totals, "eunomia_leak", first) == leak, totals
-    assert _of(totals, "eunomia_churn", first) == (0, 0, 0, 0), totals
     # of eunomia_mixed's blocks only realloc's 3000 bytes count; the 1000 it replaced were not known
-    assert _of(totals, "eunomia_mixed", first) == (3000, 1, 0, 0), totals
+    _check(totals, first, {"eunomia_leak": leak, "eunomia_churn": (0, 0, 0, 0), "eunomia_mixed": (3000, 1, 0, 0)})
 
 
 def test_pid_is_required(agent: Agent) -> None:
