@@ -97,7 +97,7 @@ class Agent:
         """The latest sample of every series of ``name`` whose labels include ``labels``
         (values compared as text: labels are strings)."""
         want = {key: str(value) for key, value in labels.items()}
-        return [s for s in self.get("/samples", name=name, latest=True)
+        return [s for s in self.get("/samples", name=name, latest=True, limit=100_000)
                 if all(s["labels"].get(key) == value for key, value in want.items())]
 
     # -- lifecycle -------------------------------------------------------------------

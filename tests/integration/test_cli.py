@@ -67,7 +67,8 @@ def test_query_events_and_samples(agent: Agent, tmp_path: Path) -> None:
     exe = tmp_path / unique("eu-query")
     shutil.copy("/bin/true", exe)
     subprocess.run([str(exe), "hello"], check=True)
-    wait_for(lambda: agent.events(tracer="process", comm=exe.name), 10, "the exec in the store")
+    wait_for(lambda: {e["event"] for e in agent.events(tracer="process", comm=exe.name)} == {"exec", "exit"}, 10,
+             "the exec and the exit in the store")
     result = ctl("query", "events", "--tracer", "process", "--comm", exe.name, "--json", socket=agent.socket)
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -76,7 +77,7 @@ def test_query_events_and_samples(agent: Agent, tmp_path: Path) -> None:
     assert exec_ev["argv"] == [str(exe), "hello"] and exec_ev["tracer"] == "process"
     human = ctl("query", "events", "--comm", exe.name, "--since", "5m", socket=agent.socket)
     assert human.returncode == 0 and exe.name in human.stdout
-    wait_for(lambda: agent.get("/samples", name="eunomia_process_execs_total", latest=True), 10, "exec counters")
+    wait_for(lambda: agent.latest("eunomia_process_execs_total", comm=exe.name), 10, f"the exec counter of {exe.name}")
     samples = ctl("query", "samples", "--name", "eunomia_process_execs_total", socket=agent.socket)
     assert samples.returncode == 0
     assert any(line.startswith("eunomia_process_execs_total{") and f'comm="{exe.name}"' in line
@@ -126,7 +127,8 @@ def test_trace_prints_the_kernel_counters_at_the_end() -> None:
     proc = subprocess.Popen([*EUNOMIACTL, "trace", "tcpconnect", "--duration", "8", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     with socket.socket() as listener, private_cgroup() as cgroup, joined_cgroup(cgroup):
         cgroup_id = str(os.stat(cgroup).st_ino)
         listener.bind(("127.0.0.1", 0))
@@ -145,6 +147,7 @@ def test_trace_prints_the_kernel_counters_at_the_end() -> None:
                 pass
             listener.accept()[0].close()
         assert proc.wait(30) == 0, proc.stderr.read()
+    reader.join(10)  # its last lines may still be in the pipe
     records = [json.loads(line) for line in lines]
     events = [r for r in records if r.get("dport") == port]
     own = {"cgroup_id": cgroup_id, "container_runtime": "host"}  # the agent names the cgroup's container

@@ -75,7 +75,9 @@ def test_a_traced_process_and_its_syscall_counts_reach_the_collector(tmp_path: P
         assert child.returncode == 3
         _check_exit(receiver, child.pid)
         _check_metrics(receiver, cgroup)
-        handlers = {i: agent.instance(i)["export_handlers"][0] for i in ids}
+        # the receiver has a record before the handler has the answer and counts it as sent
+        handlers = wait_for(lambda: (h := {i: agent.instance(i)["export_handlers"][0] for i in ids})[ids[0]]
+                            ["detail"]["sent_events"] >= 2 and h, 10, "the last answers to be counted")
     finally:
         if child.poll() is None:
             child.kill()

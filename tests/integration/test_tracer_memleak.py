@@ -206,7 +206,8 @@ def _run(agent: Agent, leaking: Leaking, instance: str, move: bool = False) -> T
     agent.request("POST", f"/instances/{instance}/stop")
     info = agent.wait_state(instance, "stopped")
     assert info["drops"]["kernel"] == 0, info  # no program run skipped, no map full
-    return wait_for(lambda: (t := _totals(agent, instance))["allocations"] and t, 10, "the final read's samples")
+    # one query per metric, in order: once the first has the final read, all have it
+    return wait_for(lambda: (t := _totals(agent, instance)) and all(t.values()) and t, 10, "the final read's samples")
 
 
 def test_outstanding_bytes_by_allocation_stack(agent: Agent, leaking: Leaking) -> None:

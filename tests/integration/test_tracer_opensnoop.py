@@ -96,5 +96,7 @@ def test_counter_per_cgroup_of_the_opening_task(agent: Agent, tmp_path: Path) ->
 
         want = {str(errno.ENOENT): 3, "0": 2}
         assert wait_for(lambda: counts() == want and want, 10, f"the cgroup's counters to reach {want}") == want
-        events = [e for e in agent.events(tracer="opensnoop", pid=child.pid) if e["path"] in (missing, str(existing))]
+        # events leave the worker at its flush, which may come after the counters' read
+        events = wait_for(lambda: len(e := [x for x in agent.events(tracer="opensnoop", pid=child.pid)
+                                            if x["path"] in (missing, str(existing))]) >= 5 and e, 10, "the five opens")
         assert len(events) == 5 and {e["cgroup_id"] for e in events} == {cgroup_id}

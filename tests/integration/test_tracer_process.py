@@ -108,5 +108,7 @@ def test_exec_counter_per_cgroup_and_comm(agent: Agent, tmp_path: Path) -> None:
                 for s in agent.latest("eunomia_process_execs_total", instance=instance, comm=name)}
 
     assert wait_for(lambda: counts() == {str(cgroup_id): 2}, 10, "two execs counted under the cgroup")
-    execs = [e for pid in pids for e in _events_of(agent, pid, "exec")]
+    # events leave the worker at its flush, which may come after the counters' read
+    execs = wait_for(lambda: len(e := [x for pid in pids for x in _events_of(agent, pid, "exec")]) >= 2 and e, 10,
+                     "both exec events")
     assert [e["cgroup_id"] for e in execs] == [cgroup_id, cgroup_id]

@@ -73,12 +73,15 @@ def test_samples_land_in_the_spinning_function(tmp_path: Path, spinning: subproc
         inst = agent.start("profile", ["-F", str(FREQUENCY), "-p", str(spinning.pid), "-U"])
         agent.wait_state(inst["id"], "running")
         _run_spin(spinning)
+        spun = time.time_ns()
         expected = FREQUENCY * SPIN_SECONDS
 
         def samples() -> list[dict] | None:
+            """A read made after the spin (one made partway through may pass the total)."""
             rows = [s for s in agent.get("/samples", name="eunomia_profile_samples_total", latest=True)
                     if s["labels"]["instance"] == inst["id"]]
-            return rows if sum(s["value"] for s in rows) >= 0.5 * expected else None
+            done = rows and min(s["ts"] for s in rows) > spun
+            return rows if done and sum(s["value"] for s in rows) >= 0.5 * expected else None
 
         rows = wait_for(samples, 15, "the samples of the spinning process")
         cgroup_id = cgroup_id_of(spinning.pid)

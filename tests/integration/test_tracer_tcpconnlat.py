@@ -180,7 +180,7 @@ def test_delayed_handshake_and_min_ms_option(agent: Agent, nft: str) -> None:
                         "fast connect counted")
         assert wait_for(lambda: _histogram_counts(agent, inst["id"], slow_port) == {cgroup_id: 1}, 10,
                         "slow connect counted")
-        events = agent.events(instance=inst["id"])
+        events = wait_for(lambda: agent.events(instance=inst["id"]), 10, "the -m 500 instance's event")
         assert [(e["dport"], e["lport"]) for e in events] == [(slow_port, slow_lport)]
         assert events[0]["latency_ns"] >= SECOND
         # In the kernel's histogram too, the delayed connect lies above half a second.

@@ -163,7 +163,8 @@ def test_port_option_and_a_connection_older_than_the_tracer(agent: Agent, nft: s
             # the other port: not counted; the owner, so its cgroup, not known: 0
             assert [(s["labels"]["dport"], s["labels"]["cgroup_id"]) for s in series] == [(str(traced.port), "0")]
             # The tracer that was running when the connections were made knows their owner.
-            assert {e["pid"] for e in _retransmits(agent, main, traced.port)} == {me}
+            wait_for(lambda: {e["pid"] for e in _retransmits(agent, main, traced.port)} == {me}, 10,
+                     "the main instance's retransmits of the traced port, by this process")
             assert {e["pid"] for e in _retransmits(agent, main, other.port)} == {me}
         finally:
             assert agent.request("DELETE", f"/instances/{inst['id']}").status_code == 204
