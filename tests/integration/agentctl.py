@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,13 @@ def workers_alive(pids: set[int]) -> set[int]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def compile_c(folder: Path, name: str, source: str, flags: Iterable[str] = ("-O2",)) -> Path:
+    """Write ``source`` to ``folder/name.c`` and build ``folder/name`` with gcc and ``flags``."""
+    (folder / f"{name}.c").write_text(source)
+    subprocess.run(["gcc", *flags, "-o", str(folder / name), str(folder / f"{name}.c")], check=True)
+    return folder / name
 
 
 def unique(prefix: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agentctl import Agent, cgroup_id_of, unique, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, compile_c, unique, wait_for
 from tests.integration.otlp_receiver import OtlpReceiver
 
 PROGRAM = r"""
@@ -41,11 +41,7 @@ GETPPID = 1234
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("otlp-e2e")
-    (folder / "calls.c").write_text(PROGRAM)
-    exe = folder / unique("eu-otlp")
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(folder / "calls.c")], check=True)
-    return exe
+    return compile_c(tmp_path_factory.mktemp("otlp-e2e"), unique("eu-otlp"), PROGRAM)
 
 
 @pytest.fixture

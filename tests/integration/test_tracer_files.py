@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, cgroup_id_of, private_cgroup, wait_for
+from tests.integration.agentctl import Agent, cgroup_id_of, compile_c, private_cgroup, wait_for
 
 TRACER = "files"
 
@@ -106,11 +106,7 @@ for f in (fd, new, null):
 
 @pytest.fixture(scope="module")
 def after_exec(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("files-exec")
-    (folder / "after_exec.c").write_text(AFTER_EXEC)
-    subprocess.run(["gcc", "-O2", "-static", "-o", str(folder / "afterexec"), str(folder / "after_exec.c")],
-                   check=True)
-    return folder / "afterexec"
+    return compile_c(tmp_path_factory.mktemp("files-exec"), "afterexec", AFTER_EXEC, ["-O2", "-static"])
 
 
 @pytest.fixture(scope="module")

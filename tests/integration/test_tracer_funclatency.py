@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, enter_cgroup, private_cgroup, wait_for
+from tests.integration.agentctl import Agent, compile_c, enter_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -38,10 +38,7 @@ SLEEP_MS = 20  # 20 ms lies in the log2 bucket [2^24 ns, 2^25 ns) ≈ [16.8 ms, 
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("funclat")
-    (folder / "target.c").write_text(PROGRAM)
-    subprocess.run(["gcc", "-O2", "-o", str(folder / "target"), str(folder / "target.c")], check=True)
-    return folder / "target"
+    return compile_c(tmp_path_factory.mktemp("funclat"), "target", PROGRAM)
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import Agent, child_in_cgroup, private_cgroup, wait_for
+from tests.integration.agentctl import Agent, child_in_cgroup, compile_c, private_cgroup, wait_for
 
 PROGRAM = r"""
 #define _GNU_SOURCE
@@ -114,15 +114,11 @@ def _stack(function: str) -> str:
 
 @pytest.fixture(scope="module")
 def leaker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("memleak")
-    (folder / "leaker.c").write_text(PROGRAM)
     defines = {"LEAKS": LEAKS, "FREED": FREED, "LEAK_SIZE": LEAK_SIZE, "CHURNS": CHURNS,
                "CHURN_SIZE": CHURN_SIZE}
     # -fno-builtin: gcc would otherwise drop a malloc whose block is freed unused
-    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", "-fno-builtin",
-                    *(f"-D{k}={v}" for k, v in defines.items()),
-                    "-o", str(folder / "leaker"), str(folder / "leaker.c")], check=True)
-    return folder / "leaker"
+    return compile_c(tmp_path_factory.mktemp("memleak"), "leaker", PROGRAM,
+                     ["-O1", "-fno-omit-frame-pointer", "-fno-builtin", *(f"-D{k}={v}" for k, v in defines.items())])
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, cgroup_id_of, child_in_cgroup, private_cgroup, wait_for
+from tests.integration.agentctl import (
+    EUNOMIACTL,
+    REPO,
+    Agent,
+    cgroup_id_of,
+    child_in_cgroup,
+    compile_c,
+    private_cgroup,
+    wait_for,
+)
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -108,12 +117,9 @@ VOLUNTARY_SLEEP = "__x64_sys_nanosleep;hrtimer_nanosleep;do_nanosleep;schedule;_
 
 @pytest.fixture(scope="module")
 def blocker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("offcputime")
-    (folder / "blocker.c").write_text(PROGRAM)
-    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", f"-DSLEEPS={SLEEPS}", f"-DSLEEP_NS={SLEEP_NS}L",
-                    f"-DNAPS={NAPS}", f"-DNAP_NS={NAP_NS}L", "-o", str(folder / "blocker"),
-                    str(folder / "blocker.c")], check=True)
-    return folder / "blocker"
+    return compile_c(tmp_path_factory.mktemp("offcputime"), "blocker", PROGRAM,
+                     ["-O1", "-fno-omit-frame-pointer", f"-DSLEEPS={SLEEPS}", f"-DSLEEP_NS={SLEEP_NS}L",
+                      f"-DNAPS={NAPS}", f"-DNAP_NS={NAP_NS}L"])
 
 
 @pytest.fixture(scope="module")

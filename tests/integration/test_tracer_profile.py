@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.agentctl import EUNOMIACTL, REPO, Agent, cgroup_id_of, child_in_cgroup, private_cgroup, wait_for
+from tests.integration.agentctl import (
+    EUNOMIACTL,
+    REPO,
+    Agent,
+    cgroup_id_of,
+    child_in_cgroup,
+    compile_c,
+    private_cgroup,
+    wait_for,
+)
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -45,11 +54,8 @@ FREQUENCY = 99
 
 @pytest.fixture(scope="module")
 def spinner(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("profile")
-    (folder / "spin.c").write_text(PROGRAM)
-    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", f"-DSPIN_SECONDS={SPIN_SECONDS}",
-                    "-o", str(folder / "spinner"), str(folder / "spin.c")], check=True)
-    return folder / "spinner"
+    return compile_c(tmp_path_factory.mktemp("profile"), "spinner", PROGRAM,
+                     ["-O1", "-fno-omit-frame-pointer", f"-DSPIN_SECONDS={SPIN_SECONDS}"])
 
 
 @pytest.fixture
@@ -167,10 +173,8 @@ def test_a_full_stack_map_is_emptied_so_new_stacks_keep_resolving(tmp_path: Path
     Without the worker emptying the map, at most STORAGE distinct stacks could ever be
     recorded (the rest collide); with it, every depth gets its turn after a read.
     """
-    (tmp_path / "depths.c").write_text(DEPTHS_PROGRAM)
-    binary = tmp_path / "depths"
-    subprocess.run(["gcc", "-O1", "-fno-omit-frame-pointer", f"-DDEPTHS={DEPTHS}", "-DROUNDS=10",
-                    "-o", str(binary), str(tmp_path / "depths.c")], check=True)
+    binary = compile_c(tmp_path, "depths", DEPTHS_PROGRAM,
+                       ["-O1", "-fno-omit-frame-pointer", f"-DDEPTHS={DEPTHS}", "-DROUNDS=10"])
     proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     agent = Agent(tmp_path / "agent", tracers=[])
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.agentctl import Agent, child_in_cgroup, enter_cgroup, private_cgroup, wait_for
+from tests.integration.agentctl import Agent, child_in_cgroup, compile_c, enter_cgroup, private_cgroup, wait_for
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -33,10 +33,7 @@ GETPPID, BAD_CLOSE = 1234, 77
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("syscount")
-    (folder / "calls.c").write_text(PROGRAM)
-    subprocess.run(["gcc", "-O2", "-o", str(folder / "calls"), str(folder / "calls.c")], check=True)
-    return folder / "calls"
+    return compile_c(tmp_path_factory.mktemp("syscount"), "calls", PROGRAM)
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +114,7 @@ int main(int argc, char **argv)
 
 @pytest.fixture(scope="module")
 def mover(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("mover")
-    (folder / "mover.c").write_text(MOVER)
-    subprocess.run(["gcc", "-O2", "-o", str(folder / "mover"), str(folder / "mover.c")], check=True)
-    return folder / "mover"
+    return compile_c(tmp_path_factory.mktemp("mover"), "mover", MOVER)
 
 
 def _round(proc: subprocess.Popen[bytes]) -> None:
