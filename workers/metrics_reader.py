@@ -135,7 +135,7 @@ class MetricsReader:
         (every second; ``full`` for a metrics read). The drain is skipped between reads
         while no row is free: the cgroups it would find could not get one anyway."""
         demand: dict[int, int] = defaultdict(int)
-        if full or self.rows is None or self.rows.has_free_rows:
+        if full or (self.rows is not None and self.rows.has_free_rows):
             for metric, table, key_layout in self._maps:
                 if metric.get("cgroup_rows"):
                     totals = self._totals[metric["name"]]
